@@ -1,0 +1,7 @@
+"""gradop: stroke-guided image synthesis with latent diffusion (GradOP / GradOP+)."""
+
+__version__ = "0.1.0"
+
+from gradop.pipeline import METHODS, GenerationCancelled, GenerationResult, GradopPipeline, Progress  # noqa: E402
+
+__all__ = ["GradopPipeline", "GenerationResult", "GenerationCancelled", "Progress", "METHODS", "__version__"]

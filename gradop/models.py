@@ -1,0 +1,180 @@
+"""Finding and loading Stable Diffusion weights: a hub id, a diffusers folder or one file.
+
+Knows nothing about methods or UI. Every failure a user can cause becomes a ModelLoadError
+with one line that says what to do, instead of a huggingface_hub traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+# DDIM as in the official GradOP+ release (SD 1.x/2.x training betas; eta is a call argument).
+DDIM_SETTINGS = dict(
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+    clip_sample=False, set_alpha_to_one=False,
+)
+
+
+# Models that ship with gradop, by name: name -> function returning diffusers components.
+def _tiny_random() -> dict:
+    from gradop.tiny import tiny_components
+
+    return tiny_components(seed=0)
+
+
+BUILTIN_MODELS = {"tiny-random": _tiny_random}  # random weights: mechanics only, outputs are noise
+
+
+class ModelLoadError(ValueError):
+    """The model could not be loaded; the message says what to change."""
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, else cuda, then mps, then cpu."""
+    if device:
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise ModelLoadError(f"unknown device '{device}'; use cpu, cuda, cuda:N or mps") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("device 'cuda' was requested but no CUDA GPU is visible; use --device cpu")
+        return chosen
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """fp16 on CUDA, fp32 elsewhere (CPU half precision is slow and inaccurate), unless asked."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype:
+        names = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
+        if dtype not in names:
+            raise ModelLoadError(f"unknown dtype '{dtype}'; use float16, bfloat16 or float32")
+        return names[dtype]
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def ddim_scheduler(config: dict):
+    """A fresh DDIM scheduler with the release's settings, keeping the model's prediction type."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(config, **DDIM_SETTINGS)
+
+
+def _looks_like_path(model: str) -> bool:
+    # Hub ids look like "owner/name"; anything else that does not exist on disk is a bad path.
+    return (
+        model.startswith(("/", ".", "~", "\\")) or model.endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES)
+        or model.count("/") != 1 or "\\" in model
+    )
+
+
+def load_components(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    allow_pickle: bool = False,
+    config: str | None = None,
+    local_files_only: bool | None = None,
+) -> tuple[dict, torch.device, torch.dtype]:
+    """Load the Stable Diffusion components of `model` on the chosen device and dtype.
+
+    `model` is a built-in name (BUILTIN_MODELS), a hub repo id (downloaded once, then read from the local cache), a diffusers
+    folder, or one checkpoint file (`.safetensors`; pickled `.ckpt` only with allow_pickle,
+    since unpickling runs code from the file). A single file needs its architecture config:
+    `config` (a diffusers folder or repo id), else diffusers infers and fetches it.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    chosen_device = pick_device(device)
+    chosen_dtype = pick_dtype(chosen_device, dtype)
+    model = str(model)
+    path = Path(model).expanduser()
+    common = dict(dtype=chosen_dtype, safety_checker=None, requires_safety_checker=False)
+    try:
+        if model in BUILTIN_MODELS:
+            pipe = StableDiffusionPipeline(**BUILTIN_MODELS[model](), requires_safety_checker=False)
+            if chosen_dtype != torch.float32:
+                pipe.to(dtype=chosen_dtype)
+        elif path.is_dir():
+            if not (path / "model_index.json").is_file():
+                raise ModelLoadError(f"'{model}' is a folder but not a diffusers model (no model_index.json)")
+            has_safetensors = any(path.glob("*/*.safetensors"))
+            if not has_safetensors and not allow_pickle:
+                raise ModelLoadError(
+                    f"'{model}' holds only pickled weights; convert them to safetensors or pass --allow-pickle if you trust the file"
+                )
+            pipe = StableDiffusionPipeline.from_pretrained(
+                path, local_files_only=True, use_safetensors=has_safetensors, **common
+            )
+        elif path.is_file():
+            if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+                raise ModelLoadError(
+                    f"'{model}' is a pickle checkpoint, which can run code when loaded; use a .safetensors file "
+                    "or pass --allow-pickle if you trust it"
+                )
+            if path.suffix not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+                raise ModelLoadError(f"'{model}' is not a checkpoint file; expected .safetensors")
+            offline = local_files_only if local_files_only is not None else _hub_offline()
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), config=config, local_files_only=offline, **common
+            )
+        elif _looks_like_path(model):
+            raise ModelLoadError(f"model path '{model}' does not exist; pass an existing folder, .safetensors file or hub id")
+        else:
+            pipe = _from_hub(model, common, local_files_only)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # hub, file-format and config errors: one line, with what to do
+        raise ModelLoadError(_explain(model, error)) from error
+    pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
+    pipe.to(chosen_device)
+    components = {name: component for name, component in pipe.components.items() if component is not None}
+    for module in components.values():
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False).eval()
+    return components, chosen_device, chosen_dtype
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _from_hub(repo_id: str, common: dict, local_files_only: bool | None):
+    from diffusers import StableDiffusionPipeline
+
+    # The local cache first: no network round trip, and it works offline.
+    try:
+        return StableDiffusionPipeline.from_pretrained(repo_id, local_files_only=True, **common)
+    except Exception:
+        if local_files_only or _hub_offline():
+            raise ModelLoadError(
+                f"model '{repo_id}' is not in the local Hugging Face cache and offline mode is on; "
+                "download it once with network access or pass a local folder / .safetensors file"
+            ) from None
+    return StableDiffusionPipeline.from_pretrained(repo_id, **common)
+
+
+def _explain(model: str, error: Exception) -> str:
+    text = f"{error.__class__.__name__}: {error}".lower()
+    if any(word in text for word in ("connect", "offline", "resolve", "timed out", "network", "local cache", "localentrynotfound")):
+        return (
+            f"model '{model}' is not in the local cache and the hub is unreachable; pass a local folder or "
+            ".safetensors file, or connect once to download it (set HF_HOME to choose the cache)"
+        )
+    if any(word in text for word in ("401", "403", "gated", "unauthorized", "repositorynotfound", "404")):
+        return f"model '{model}' was not found or needs access rights; check the id, or log in with `hf auth login`"
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+    return f"could not load model '{model}': {first_line[:300]}"

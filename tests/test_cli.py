@@ -1,0 +1,107 @@
+"""The gradop command end to end on a tiny saved model folder."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from gradop.cli import main, parse_region_flags
+from gradop.metadata import read_params
+
+
+@pytest.fixture
+def stroke_file(strokes, tmp_path):
+    path = tmp_path / "strokes.png"
+    strokes.save(path)
+    return path
+
+
+def test_generate_writes_a_png_with_its_parameters(tiny_model_dir, stroke_file, tmp_path):
+    out = tmp_path / "out" / "fox.png"
+    # A real subprocess through the installed console script's module: what a user runs.
+    completed = subprocess.run(
+        [sys.executable, "-m", "gradop.cli", "generate", "--strokes", str(stroke_file), "--prompt", "a photo of a fox",
+         "--out", str(out), "--model", str(tiny_model_dir), "--steps", "4", "--seed", "7", "--grad-steps", "2"],
+        capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"}, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    image = Image.open(out)
+    assert image.format == "PNG" and image.size == (64, 64)
+    params = read_params(out)
+    assert params["method"] == "gradop+" and params["seed"] == 7 and params["steps"] == 4
+    assert params["prompt"] == "a photo of a fox" and params["model"] == str(tiny_model_dir)
+    assert "gradop+" in completed.stderr  # the tqdm progress bar
+
+
+def test_compare_writes_a_grid_and_one_png_per_method(tiny_model_dir, stroke_file, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code = main(["generate", "--strokes", str(stroke_file), "--prompt", "a fox", "--out", str(out), "--compare",
+                 "--model", str(tiny_model_dir), "--steps", "3", "--grad-steps", "1", "--opt-steps", "2"])
+    assert code == 0
+    grid_params = read_params(out)["compare"]
+    assert [p["method"] for p in grid_params] == ["text", "sdedit", "gradop", "gradop+"]
+    assert len({p["seed"] for p in grid_params}) == 1  # the same seed for every method
+    for suffix in ("text", "sdedit", "gradop", "gradop_plus"):
+        assert read_params(tmp_path / f"grid_{suffix}.png")["seed"] == grid_params[0]["seed"]
+    assert Image.open(out).width == 5 * 128  # strokes + four methods
+
+
+def test_text_method_needs_no_strokes(tiny_model_dir, tmp_path):
+    out = tmp_path / "t.png"
+    assert main(["generate", "--method", "text", "--prompt", "a tree", "--out", str(out),
+                 "--model", str(tiny_model_dir), "--steps", "2", "--seed", "1"]) == 0
+    assert read_params(out)["method"] == "text"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "/no/such/model"], "does not exist"),
+        (["--strength", "1.5"], "strength"),
+        (["--steps", "0"], "steps"),
+        (["--lr", "nan"], "learning rate"),
+        (["--height", "100"], "multiple of 8"),
+        (["--region", "lake"], "COLOUR=WORD"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tiny_model_dir, stroke_file, tmp_path, capsys, extra, message):
+    args = ["generate", "--strokes", str(stroke_file), "--prompt", "a fox", "--out", str(tmp_path / "o.png"),
+            "--model", str(tiny_model_dir), "--steps", "2"]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradop: error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_or_broken_strokes_file(tiny_model_dir, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    for path, message in ((tmp_path / "missing.png", "does not exist"), (broken, "could not read")):
+        assert main(["generate", "--strokes", str(path), "--prompt", "a fox", "--out", str(tmp_path / "o.png"),
+                     "--model", str(tiny_model_dir)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_hub_model_unavailable_offline_says_what_to_do(stroke_file, tmp_path, capsys):
+    code = main(["generate", "--strokes", str(stroke_file), "--prompt", "a fox", "--out", str(tmp_path / "o.png"),
+                 "--model", "someone/not-cached-model"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not in the local" in err and "local folder" in err and "Traceback" not in err
+
+
+def test_info_prints_the_stored_parameters(tiny_pipe, strokes, tmp_path, capsys):
+    path = tiny_pipe.sdedit("a fox", strokes, steps=2, seed=9).save(tmp_path / "x.png")[0]
+    assert main(["info", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["seed"] == 9
+
+
+def test_region_flags_and_spec_file_are_merged(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"#112233": "lake", "#445566": {"word": "tree", "occurrence": 1}}))
+    merged = parse_region_flags(["#112233=river", "#abcdef = hut"], spec)
+    assert merged == {"#112233": "river", "#445566": {"word": "tree", "occurrence": 1}, "#abcdef": "hut"}
+    spec.write_text("{not json")
+    with pytest.raises(ValueError, match="could not read region spec"):
+        parse_region_flags([], spec)

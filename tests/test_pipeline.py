@@ -1,0 +1,179 @@
+"""The four methods on the tiny model: equivalence with diffusers, GradOP+ behaviour, errors."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST
+from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+from gradop.images import pil_to_tensor
+from gradop.painting import make_painting_fn
+from gradop.pipeline import METHODS, GenerationCancelled
+
+PROMPT = "a photo of a fox beside a tree"
+
+
+def pixels(result):
+    return np.stack([np.asarray(image) for image in result.images])
+
+
+def blurred_l2(image, strokes):
+    paint = make_painting_fn("blur", image.height, image.width)
+    return F.mse_loss(paint(pil_to_tensor(image)), paint(pil_to_tensor(strokes))).item()
+
+
+def diffusers_pipe(cls, tiny_pipe):
+    scheduler = DDIMScheduler.from_config(tiny_pipe.scheduler_config)
+    pipe = cls(**tiny_pipe.components | {"scheduler": scheduler}, safety_checker=None, feature_extractor=None,
+               requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_sdedit_equals_diffusers_img2img_pixel_for_pixel(tiny_pipe, strokes):
+    ours = tiny_pipe.sdedit(PROMPT, strokes, strength=0.7, negative_prompt="blurry", **FAST)
+    reference = diffusers_pipe(StableDiffusionImg2ImgPipeline, tiny_pipe)(
+        PROMPT, image=strokes, strength=0.7, negative_prompt="blurry", num_inference_steps=FAST["steps"],
+        generator=torch.Generator().manual_seed(FAST["seed"]),
+    ).images
+    assert np.array_equal(pixels(ours), np.stack([np.asarray(i) for i in reference]))
+
+
+def test_text2img_equals_diffusers_text_to_image(tiny_pipe):
+    ours = tiny_pipe.text2img(PROMPT, height=64, width=64, **FAST)
+    reference = diffusers_pipe(StableDiffusionPipeline, tiny_pipe)(
+        PROMPT, height=64, width=64, num_inference_steps=FAST["steps"],
+        generator=torch.Generator().manual_seed(FAST["seed"]),
+    ).images
+    assert np.array_equal(pixels(ours), np.asarray(reference[0])[None])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_seed_same_pixels_other_seed_other_pixels(tiny_pipe, strokes, method):
+    first = tiny_pipe.generate(method, PROMPT, strokes, steps=4, seed=11)
+    again = tiny_pipe.generate(method, PROMPT, strokes, steps=4, seed=11)
+    other = tiny_pipe.generate(method, PROMPT, strokes, steps=4, seed=12)
+    assert np.array_equal(pixels(first), pixels(again))
+    assert not np.array_equal(pixels(first), pixels(other))
+    assert first.params["seed"] == 11 and first.params["method"] == method
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradop_plus_follows_strokes_better_than_text2img(tiny_pipe, strokes, seed):
+    guided = tiny_pipe.gradop_plus(PROMPT, strokes, steps=6, seed=seed)
+    text_only = tiny_pipe.text2img(PROMPT, steps=6, seed=seed)
+    assert blurred_l2(guided.images[0], strokes) < blurred_l2(text_only.images[0], strokes)
+
+
+def test_gradop_plus_optimises_in_the_release_window(tiny_pipe, strokes):
+    phases = []
+    result = tiny_pipe.gradop_plus(PROMPT, strokes, steps=10, strength=0.8, iterations=3, grad_steps=2, seed=0,
+                                   callback=lambda p: phases.append(p.phase))
+    # i_start = int(10 * (1 - 0.8)) = 2: optimisation right after sampling steps 2, 3 and 4 (0-based).
+    sampled = [i for i, phase in enumerate(phases) if phase == "sampling"]
+    optimising = [i for i, phase in enumerate(phases) if phase == "optimising"]
+    assert len(sampled) == 10 and len(optimising) == 6 and len(result.losses) == 6
+    assert optimising == [3, 4, 6, 7, 9, 10]  # two Adam steps after each of sampling events 2, 3, 4
+    assert result.params | {} == result.params and result.params["iterations"] == 3
+
+
+def test_gradop_plus_with_an_empty_window_is_plain_text2img(tiny_pipe, strokes):
+    # strength 0.1 of 10 steps puts the window at the last step, where the release never optimises.
+    guided = tiny_pipe.gradop_plus(PROMPT, strokes, steps=10, strength=0.1, seed=5)
+    plain = tiny_pipe.text2img(PROMPT, steps=10, seed=5)
+    assert guided.losses == [] and np.array_equal(pixels(guided), pixels(plain))
+
+
+def test_gradop_two_pass_lowers_the_loss_and_follows_strokes(tiny_pipe, strokes):
+    result = tiny_pipe.gradop(PROMPT, strokes, steps=6, opt_steps=20, seed=0)
+    text_only = tiny_pipe.text2img(PROMPT, steps=6, seed=0)
+    assert len(result.losses) == 20 and result.losses[-1] < result.losses[0]
+    assert blurred_l2(result.images[0], strokes) < blurred_l2(text_only.images[0], strokes)
+
+
+def test_several_images_per_call(tiny_pipe, strokes):
+    for method in METHODS:
+        result = tiny_pipe.generate(method, PROMPT, strokes, steps=3, seed=0, num_images=2)
+        assert len(result.images) == 2, method
+        assert not np.array_equal(*pixels(result)), method
+
+
+def test_progress_callback_counts_to_total_and_cancel_stops(tiny_pipe, strokes):
+    seen = []
+    tiny_pipe.gradop_plus(PROMPT, strokes, steps=5, iterations=2, grad_steps=3, seed=0, callback=seen.append)
+    assert [p.step for p in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1].step == seen[-1].total == 5 + 2 * 3
+    assert seen[0].latents.shape == (1, 4, 8, 8)
+
+    def cancel_at_three(progress):
+        if progress.step == 3:
+            raise GenerationCancelled()
+
+    with pytest.raises(GenerationCancelled):
+        tiny_pipe.gradop_plus(PROMPT, strokes, steps=5, seed=0, callback=cancel_at_three)
+    # The shared pipeline still works after a cancelled call, and gives the same result.
+    first = tiny_pipe.text2img(PROMPT, steps=3, seed=4)
+    assert np.array_equal(pixels(first), pixels(tiny_pipe.text2img(PROMPT, steps=3, seed=4)))
+
+
+def test_calls_leave_shared_components_untouched(tiny_pipe, strokes):
+    unet, vae = tiny_pipe.unet, tiny_pipe.vae
+    weights = {k: v.clone() for k, v in vae.state_dict().items()}
+    processors = dict(unet.attn_processors)
+    config = dict(tiny_pipe.scheduler_config)
+    tiny_pipe.gradop_plus(PROMPT, strokes, steps=4, grad_steps=2, seed=0)
+    tiny_pipe.gradop(PROMPT, strokes, steps=4, opt_steps=2, seed=0)
+    assert all(torch.equal(v, vae.state_dict()[k]) for k, v in weights.items())
+    assert all(p.grad is None for p in vae.parameters())
+    assert dict(unet.attn_processors) == processors and dict(tiny_pipe.scheduler_config) == config
+
+
+def test_rgba_strokes_composite_on_white_and_size_follows_strokes(tiny_pipe):
+    from PIL import Image
+
+    rgba = Image.new("RGBA", (48, 40), (0, 0, 0, 0))
+    rgba.paste((255, 0, 0, 255), (5, 5, 20, 20))
+    result = tiny_pipe.sdedit(PROMPT, rgba, steps=2, seed=0)
+    assert result.images[0].size == (48, 40) and result.params["height"] == 40
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(height=60), "multiple of 8"),
+        (dict(width=0), "multiple of 8"),
+        (dict(strength=1.5), "strength"),
+        (dict(strength=-0.1), "strength"),
+        (dict(steps=0), "steps"),
+        (dict(iterations=0), "iterations"),
+        (dict(grad_steps=-1), "gradient steps"),
+        (dict(lr=float("nan")), "learning rate"),
+        (dict(lr=0), "learning rate"),
+        (dict(guidance_scale=-1), "guidance"),
+        (dict(num_images=0), "number of images"),
+        (dict(eta=2.0), "eta"),
+        (dict(painting="crayon"), "painting function"),
+    ],
+)
+def test_bad_knobs_give_one_line_value_errors(tiny_pipe, strokes, kwargs, message):
+    with pytest.raises(ValueError, match=message) as error:
+        tiny_pipe.gradop_plus(PROMPT, strokes, **{"steps": 2, "seed": 0} | kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_bad_calls_give_clear_errors(tiny_pipe, strokes, tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        tiny_pipe.generate("dreambooth", PROMPT, strokes)
+    with pytest.raises(ValueError, match="needs a stroke image"):
+        tiny_pipe.generate("gradop+", PROMPT, None)
+    with pytest.raises(ValueError, match="prompt is empty"):
+        tiny_pipe.gradop_plus("  ", strokes)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        tiny_pipe.gradop_plus(PROMPT, empty)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="could not read"):
+        tiny_pipe.gradop_plus(PROMPT, text)
