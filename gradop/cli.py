@@ -119,7 +119,7 @@ def generate(args) -> int:
         strength=args.strength, iterations=args.iterations, grad_steps=args.grad_steps, lr=args.lr,
         painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma, regions=regions or None,
         region_strength=args.region_strength, append_missing_words=args.append_missing_words,
-        background=background,
+        background=background, attention_maps=args.attention_maps is not None,
     )
     validate_options(**{k: v for k, v in options.items() if k in VALIDATED})  # fail before a slow model load
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
@@ -137,6 +137,11 @@ def generate(args) -> int:
                 bar.update(progress.step - bar.n)
 
             results[method] = pipe.generate(method, args.prompt, strokes, callback=advance, **options)
+    if args.attention_maps is not None:
+        grids = [result.attention_maps for result in results.values()]
+        grid = grids[0] if len(grids) == 1 else labelled_grid(grids, list(results), columns=1)
+        grid.save(args.attention_maps)
+        print(args.attention_maps)
     if not args.compare:
         for path in results[args.method].save(args.out):
             print(path)

@@ -49,6 +49,7 @@ class GenerationResult:
     images: list[Image.Image]
     params: dict
     losses: list[float] = field(default_factory=list)  # painting loss per optimisation step
+    attention_maps: Image.Image | None = None  # per-token cross-attention grid, when asked for
 
     def image_params(self, index: int) -> dict:
         return {**self.params, "image_index": index}
@@ -97,9 +98,9 @@ class GradopPipeline:
 
     # ---- the four methods -------------------------------------------------------------
 
-    def text2img(self, prompt: str, **options) -> GenerationResult:
-        """Text-only samples: the target domain S_tau."""
-        return self.generate("text", prompt, None, **options)
+    def text2img(self, prompt: str, strokes=None, **options) -> GenerationResult:
+        """Text-only samples: the target domain S_tau (strokes only serve colour-to-word regions)."""
+        return self.generate("text", prompt, strokes, **options)
 
     def sdedit(self, prompt: str, strokes, *, strength: float = 0.8, **options) -> GenerationResult:
         """SDEdit baseline: noise the strokes to t0 = strength and denoise (diffusers img2img)."""
@@ -138,6 +139,7 @@ class GradopPipeline:
         regions=None,
         region_strength: float = 0.5,
         append_missing_words: bool = False,
+        attention_maps: bool = False,
         background: Image.Image | None = None,
         callback: Callable[[Progress], None] | None = None,
     ) -> GenerationResult:
@@ -174,9 +176,14 @@ class GradopPipeline:
             params["strokes_sha256"] = hashlib.sha256(stroke_image.tobytes()).hexdigest()[:16]
 
         with self._lock:
+            recorder = None
+            if attention_maps:
+                from gradop.attention import AttentionRecorder
+
+                recorder = AttentionRecorder()
             prompt, region_context, region_params = self._region_control(
                 prompt, regions, region_strength, stroke_image, (height, width), guidance_scale,
-                append_missing_words,
+                append_missing_words, recorder,
             )
             params.update(region_params, prompt=prompt)
             call = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
@@ -195,7 +202,12 @@ class GradopPipeline:
                     else:
                         images, losses = self._gradop(call, height, width, target, paint, strength,
                                                       opt_steps, gamma, lr, callback)
-        return GenerationResult(images, params, losses)
+            grid = None
+            if recorder is not None:
+                from gradop.attention import attention_grid
+
+                grid = attention_grid(recorder, self.tokenizer, prompt)
+        return GenerationResult(images, params, losses, grid)
 
     # ---- helpers shared by the methods ---------------------------------------------------
 
@@ -300,20 +312,26 @@ class GradopPipeline:
         validate_options(height=height, width=width)
         return height, width
 
-    def _region_control(self, prompt, regions, strength, strokes, size, guidance_scale, append_missing):
-        """(prompt, context manager, params) for region-to-word control; a no-op without regions."""
-        if not regions:
-            return prompt, contextlib.nullcontext(), {}
+    def _region_control(self, prompt, regions, strength, strokes, size, guidance_scale, append_missing, recorder):
+        """(prompt, context manager, params) for region-to-word control and attention recording;
+        a no-op without regions and recorder."""
         from gradop.attention import region_control
         from gradop.regions import resolve_spec, spec_from_colors
+
+        alphas_cumprod = ddim_scheduler(self.scheduler_config).alphas_cumprod
+        if not regions:
+            if recorder is None:
+                return prompt, contextlib.nullcontext(), {}
+            return prompt, region_control(self.unet, [], 0.0, alphas_cumprod, do_cfg=guidance_scale > 1,
+                                          record=recorder, image_size=size), {}
 
         if isinstance(regions, dict):
             if strokes is None:
                 raise ValueError("colour-to-word regions need a stroke image; pass strokes or explicit masks")
             regions = spec_from_colors(strokes, regions)
         prompt, token_masks = resolve_spec(regions, prompt, self.tokenizer, size=size, append_missing=append_missing)
-        context = region_control(self.unet, token_masks, strength, ddim_scheduler(self.scheduler_config).alphas_cumprod,
-                                 do_cfg=guidance_scale > 1)
+        context = region_control(self.unet, token_masks, strength, alphas_cumprod, do_cfg=guidance_scale > 1,
+                                 record=recorder)
         words = [{"word": m.word, "tokens": m.token_indices, "area": int(m.mask.sum())} for m in token_masks]
         return prompt, context, {"regions": words, "region_strength": strength}
 

@@ -105,3 +105,23 @@ def test_region_flags_and_spec_file_are_merged(tmp_path):
     spec.write_text("{not json")
     with pytest.raises(ValueError, match="could not read region spec"):
         parse_region_flags([], spec)
+
+
+def test_regions_listing_and_region_flags(tiny_model_dir, stroke_file, tmp_path, capsys):
+    assert main(["regions", str(stroke_file)]) == 0
+    listing = capsys.readouterr().out
+    assert "#285adc" in listing and "#c83228" in listing  # the two painted colours, largest first
+    assert main(["regions", str(stroke_file), "--json"]) == 0
+    regions = json.loads(capsys.readouterr().out)
+    assert [r["color"] for r in regions] == ["#285adc", "#c83228"] and all(0 < r["area"] < 1 for r in regions)
+
+    out, maps = tmp_path / "r.png", tmp_path / "maps.png"
+    code = main(["generate", "--strokes", str(stroke_file), "--prompt", "a lake beside a hut", "--out", str(out),
+                 "--model", str(tiny_model_dir), "--steps", "3", "--grad-steps", "1", "--seed", "2",
+                 "--region", "#2a5bdd=lake", "--region", "#c83228=hut", "--attention-maps", str(maps)])
+    assert code == 0, capsys.readouterr().err
+    assert [r["word"] for r in read_params(out)["regions"]] == ["lake", "hut"]
+    assert Image.open(maps).size[0] > 0
+    code = main(["generate", "--strokes", str(stroke_file), "--prompt", "a lake", "--out", str(out),
+                 "--model", str(tiny_model_dir), "--region", "#00ff00=lake"])
+    assert code == 2 and "no region has colour #00ff00" in capsys.readouterr().err

@@ -177,3 +177,25 @@ def test_bad_calls_give_clear_errors(tiny_pipe, strokes, tmp_path):
     text.write_text("not an image")
     with pytest.raises(ValueError, match="could not read"):
         tiny_pipe.gradop_plus(PROMPT, text)
+
+
+def test_regions_and_attention_maps_through_every_method(tiny_pipe, strokes):
+    regions = {"#285adc": "fox", "#c83228": "tree"}
+    for method in METHODS:
+        controlled = tiny_pipe.generate(method, PROMPT, strokes, steps=3, grad_steps=1, opt_steps=2, seed=1,
+                                        regions=regions, region_strength=1.0, attention_maps=True)
+        plain = tiny_pipe.generate(method, PROMPT, strokes, steps=3, grad_steps=1, opt_steps=2, seed=1)
+        assert not np.array_equal(pixels(controlled), pixels(plain)), method
+        assert [r["word"] for r in controlled.params["regions"]] == ["fox", "tree"]
+        assert controlled.attention_maps is not None and plain.attention_maps is None
+        off = tiny_pipe.generate(method, PROMPT, strokes, steps=3, grad_steps=1, opt_steps=2, seed=1,
+                                 regions=regions, region_strength=0.0)
+        assert np.array_equal(pixels(off), pixels(plain)), method  # w' = 0 is exactly the plain call
+
+
+def test_missing_region_word_is_an_error_or_appended(tiny_pipe, strokes):
+    with pytest.raises(ValueError, match="not in the prompt"):
+        tiny_pipe.text2img("a photo of a fox", strokes=strokes, regions={"#285adc": "lake"}, steps=2, seed=0)
+    result = tiny_pipe.generate("text", "a photo of a fox", strokes, regions={"#285adc": "lake"}, steps=2, seed=0,
+                                append_missing_words=True)
+    assert result.params["prompt"] == "a photo of a fox, lake"

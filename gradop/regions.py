@@ -1,0 +1,448 @@
+"""Colour regions of a stroke painting and their mapping to words of the prompt.
+
+A painting is a few flat colours on a white (or transparent) canvas. `find_regions` clusters
+the painted colours into regions; a region spec (`list[RegionWord]`) ties masks to words of the
+prompt; `resolve_spec` checks the spec and turns each word into the token positions the UNet's
+cross-attention sees (`TokenMask`), which is what gradop.attention consumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+Color = tuple[int, int, int]
+
+DEFAULT_TOLERANCE = 40.0  # Euclidean RGB distance under which two colours count as one
+MAX_COLOR_DISTANCE = 60.0  # how far a user's colour may be from a detected region's colour
+_BIN_SHIFT = 3  # colour histogram bins of 8 levels per channel (32^3 bins)
+_MAX_SEED_BINS = 4096  # the histogram tail beyond this is noise; nearest-colour assignment covers it
+_CORE_RADIUS = 1  # a colour needs solid 3x3 patches to count (anti-aliased edge blends have none)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: numpy masks make value equality ambiguous
+class Region:
+    color: Color
+    mask: np.ndarray  # bool, H x W
+    area: int  # pixels
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+
+    @property
+    def hex(self) -> str:
+        return color_hex(self.color)
+
+    @property
+    def area_fraction(self) -> float:
+        return self.area / self.mask.size
+
+
+@dataclass
+class RegionWord:
+    """One item of a region spec: this mask shows `word` (its `occurrence`-th use in the prompt)."""
+
+    mask: np.ndarray | Image.Image
+    word: str
+    occurrence: int = 0
+
+
+@dataclass
+class TokenMask:
+    mask: torch.Tensor  # float H x W in {0, 1}, image resolution
+    token_indices: list[int]  # positions in the text-encoder sequence (BOS is 0)
+    word: str
+
+
+# ----------------------------------------------------------------------------- colours
+
+def color_hex(color: Color) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def parse_color(value) -> Color:
+    """'#3a7bd5', '3a7bd5', '#abc' or an (r, g, b) sequence of 0-255 ints -> (r, g, b)."""
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("#")
+        if len(text) == 3:
+            text = "".join(c * 2 for c in text)
+        if len(text) == 6 and all(c in "0123456789abcdef" for c in text):
+            return tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))
+        raise ValueError(f"bad colour {value!r}: write it as #rrggbb, e.g. #3a7bd5")
+    if isinstance(value, (tuple, list, np.ndarray)) and len(value) == 3:
+        try:
+            channels = [int(c) for c in value]
+        except (TypeError, ValueError):
+            channels = None
+        if channels is not None and all(0 <= c <= 255 and c == v for c, v in zip(channels, value)):
+            return tuple(channels)
+    raise ValueError(f"bad colour {value!r}: give #rrggbb or three integers 0-255")
+
+
+def _color_distance(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a, float) - np.asarray(b, float)))
+
+
+# ----------------------------------------------------------------------------- images
+
+def _to_rgb_array(image, background: Color) -> np.ndarray:
+    """H x W x 3 uint8; transparency is composited over the background colour."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+        elif image.mode != "RGB":
+            image = image.convert("RGB")
+        array = np.asarray(image)
+    else:
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+            raise ValueError(f"image must be PIL or an H x W x 3/4 uint8 array (got {array.dtype} {array.shape})")
+    if array.shape[2] == 4:
+        alpha = array[..., 3:].astype(np.float32) / 255.0
+        blended = array[..., :3] * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+        array = np.rint(blended).astype(np.uint8)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def _box_count(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Number of True pixels in the (2r+1)^2 window around each pixel (zero padding)."""
+    size = 2 * radius + 1
+    padded = np.pad(mask.astype(np.int32), radius + 1)[:-1, :-1]  # leading zero row/col for the integral
+    integral = padded.cumsum(0).cumsum(1)
+    h, w = mask.shape
+    return (integral[size:size + h, size:size + w] - integral[:h, size:size + w]
+            - integral[size:size + h, :w] + integral[:h, :w])
+
+
+def _sq_distance(pixels: np.ndarray, color) -> np.ndarray:
+    """Squared RGB distance of N x 3 int32 pixels to one colour (per channel: fast, int32-safe)."""
+    return sum((pixels[:, c] - int(color[c])) ** 2 for c in range(3))
+
+
+def _nearest(pixels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and squared distance to the nearest centre for each pixel (N x 3 int32)."""
+    best = np.full(len(pixels), np.iinfo(np.int32).max, np.int32)
+    label = np.zeros(len(pixels), np.int32)
+    for k, center in enumerate(centers):  # a loop over centres (few) keeps memory at O(pixels)
+        d = _sq_distance(pixels, center)
+        closer = d < best
+        best[closer], label[closer] = d[closer], k
+    return label, best
+
+
+def _local_range(image: np.ndarray) -> np.ndarray:
+    """Largest channel range (max - min) in each pixel's 3x3 window (edges replicated)."""
+    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = image.shape[:2]
+    rows_max = np.maximum(np.maximum(padded[:-2], padded[1:-1]), padded[2:])
+    rows_min = np.minimum(np.minimum(padded[:-2], padded[1:-1]), padded[2:])
+    high = np.maximum(np.maximum(rows_max[:, :-2], rows_max[:, 1:-1]), rows_max[:, 2:])
+    low = np.minimum(np.minimum(rows_min[:, :-2], rows_min[:, 1:-1]), rows_min[:, 2:])
+    return (high - low).max(2)[:h, :w]
+
+
+def _seed_colors(pixels: np.ndarray, radius: float) -> np.ndarray:
+    """Dominant colours of N x 3 pixels: histogram bins, greedily merged from the most common."""
+    if len(pixels) == 0:
+        return np.zeros((0, 3), np.int32)
+    q = pixels >> _BIN_SHIFT
+    keys = (q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]
+    counts = np.bincount(keys, minlength=1 << 15)
+    sums = np.stack([np.bincount(keys, weights=pixels[:, c], minlength=1 << 15) for c in range(3)], 1)
+    order = np.argsort(-counts, kind="stable")[:_MAX_SEED_BINS]
+    order = order[counts[order] > 0]
+    seeds, members = [], []  # seed colour decides membership; the members' mean is the centre
+    for key in order:
+        mean = sums[key] / counts[key]
+        if seeds:
+            d = np.linalg.norm(np.asarray(seeds) - mean, axis=1)
+            k = int(d.argmin())
+            if d[k] <= radius:
+                members[k][0] += sums[key]
+                members[k][1] += counts[key]
+                continue
+        seeds.append(mean)
+        members.append([sums[key].copy(), int(counts[key])])
+    # Members can pull a centre towards a neighbour (e.g. a band of overshoot next to its colour):
+    # fold centres that ended up within the radius of a more common one into it.
+    merged: list[list] = []
+    for total, count in members:
+        near = [m for m in merged if np.linalg.norm(m[0] / m[1] - total / count) <= radius]
+        if near:
+            near[0][0] += total
+            near[0][1] += count
+        else:
+            merged.append([total.copy(), count])
+    return np.rint(np.array([t / n for t, n in merged])).astype(np.int32)
+
+
+def find_regions(image, *, min_area_fraction: float = 0.005, background=(255, 255, 255),
+                 tolerance: float = DEFAULT_TOLERANCE) -> list[Region]:
+    """Painted colour regions of a stroke image, largest first.
+
+    Colours are found on the locally flat pixels (region interiors), so anti-aliased edges and
+    noise do not create colours of their own; edge pixels then go to the nearest of the colours
+    found around them (a blend of blue and white becomes blue or background, never a third
+    colour). Colours within `tolerance` of each other merge; regions smaller than
+    `min_area_fraction` of the image are dropped; the background colour (and anything within
+    `tolerance` of it) is never a region. Meant for hard or anti-aliased brushes: strokes narrower
+    than ~6 px (outlines) and heavily feathered edges are not reliable regions.
+    """
+    if not 0 <= min_area_fraction < 1:
+        raise ValueError(f"min_area_fraction must be in [0, 1) (got {min_area_fraction})")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0 (got {tolerance})")
+    background = parse_color(background)
+    rgb = _to_rgb_array(image, background)
+    height, width = rgb.shape[:2]
+    pil = Image.fromarray(rgb)
+    smooth_u8 = np.asarray(pil.filter(ImageFilter.MedianFilter(3)))  # drops specks and noise, keeps edges
+    smooth = smooth_u8.astype(np.int32)
+    flat = _local_range(smooth_u8) <= tolerance / 2
+    bg = np.asarray(background, np.int32)
+    not_bg = _sq_distance(smooth.reshape(-1, 3), bg).reshape(flat.shape) > tolerance ** 2
+
+    centers = _seed_colors(smooth[flat & not_bg], tolerance)
+    min_area = max(1, math.ceil(min_area_fraction * height * width))
+    # A real painted region has a solid interior; blend rings along edges do not.
+    centers = _centers_with_core(smooth, flat, bg, centers, min_core=max(1, math.ceil(0.05 * min_area)))
+    palette = np.concatenate([bg[None], centers])  # label 0 is background
+    labels = _label_pixels(smooth, rgb.astype(np.int32), flat, palette, tolerance)
+
+    regions = []
+    for k in range(1, len(palette)):
+        mask = labels == k
+        area = int(mask.sum())
+        if area < min_area:
+            continue
+        ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        core = mask & flat
+        color = tuple(int(v) for v in np.rint(smooth[core if core.any() else mask].mean(0)))
+        regions.append(Region(color, mask, area, (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)))
+    regions.sort(key=lambda r: (-r.area, r.color))
+    return regions
+
+
+def _centers_with_core(smooth, flat, bg, centers, min_core: int) -> np.ndarray:
+    """The centres owning at least min_core flat pixels whose whole 3x3 window is theirs."""
+    if len(centers) == 0:
+        return centers
+    palette = np.concatenate([bg[None], centers])
+    label, _ = _nearest(smooth[flat], palette)
+    flat_label = np.full(flat.shape, -1, np.int32)
+    flat_label[flat] = label
+    full = (2 * _CORE_RADIUS + 1) ** 2
+    keep = [k for k in range(1, len(palette)) if (_box_count(flat_label == k, _CORE_RADIUS) == full).sum() >= min_core]
+    return palette[keep]
+
+
+def _label_pixels(smooth, rgb, flat, palette, tolerance) -> np.ndarray:
+    """Label map (0 = background). Flat pixels take the nearest palette colour of the denoised
+    image. Edge pixels (their own colour: the median filter rounds corners) take the nearest
+    colour if it is within tolerance; otherwise they are blends and take the nearest of the
+    colours present among the flat pixels around them (a window widening until one is found)."""
+    labels = np.zeros(flat.shape, np.int32)
+    labels[flat], _ = _nearest(smooth[flat], palette)
+    pending = ~flat
+    nearest, distance = _nearest(rgb[pending], palette)
+    clear = distance <= tolerance ** 2
+    rows, cols = np.nonzero(pending)
+    labels[rows[clear], cols[clear]] = nearest[clear]
+    pending[rows[clear], cols[clear]] = False
+    for radius in (2, 6):
+        if not pending.any():
+            break
+        pixels = rgb[pending]
+        best = np.full(len(pixels), np.iinfo(np.int32).max, np.int32)
+        choice = np.full(len(pixels), -1, np.int32)
+        for k, color in enumerate(palette):
+            present = _box_count(flat & (labels == k), radius)[pending] > 0
+            d = _sq_distance(pixels, color)
+            closer = present & (d < best)
+            best[closer], choice[closer] = d[closer], k
+        done = choice >= 0
+        rows, cols = np.nonzero(pending)
+        labels[rows[done], cols[done]] = choice[done]
+        pending[rows[done], cols[done]] = False
+    if pending.any():
+        labels[pending], _ = _nearest(rgb[pending], palette)
+    return labels
+
+
+def nearest_region(regions: list[Region], color, max_distance: float = MAX_COLOR_DISTANCE) -> Region:
+    """The region whose colour is nearest to `color`; ValueError if none is within max_distance."""
+    color = parse_color(color)
+    if not regions:
+        raise ValueError(f"no painted regions were found for colour {color_hex(color)}: paint some strokes first")
+    distances = [_color_distance(r.color, color) for r in regions]
+    best = int(np.argmin(distances))
+    if distances[best] > max_distance:
+        available = ", ".join(r.hex for r in regions)
+        raise ValueError(f"no region has colour {color_hex(color)} (nearest is {regions[best].hex}, "
+                         f"distance {distances[best]:.0f}); use one of: {available}")
+    return regions[best]
+
+
+# ----------------------------------------------------------------------------- specs
+
+def spec_from_colors(image, assignments: dict, **find_kwargs) -> list[RegionWord]:
+    """{colour: word | {"word": .., "occurrence": ..}} -> region spec, each colour taken to the
+    nearest detected region of `image`."""
+    regions = find_regions(image, **find_kwargs)
+    spec, used = [], {}
+    for color, target in assignments.items():
+        word, occurrence = _word_and_occurrence(target, color)
+        region = nearest_region(regions, color)
+        if id(region) in used:
+            raise ValueError(f"colours {used[id(region)]} and {color_hex(parse_color(color))} both match region "
+                             f"{region.hex}; give each region one colour")
+        used[id(region)] = color_hex(parse_color(color))
+        spec.append(RegionWord(region.mask, word, occurrence))
+    return spec
+
+
+def _word_and_occurrence(target, where) -> tuple[str, int]:
+    if isinstance(target, str):
+        word, occurrence = target, 0
+    elif isinstance(target, dict) and "word" in target:
+        word, occurrence = target["word"], target.get("occurrence", 0)
+    else:
+        raise ValueError(f"region {where}: give a word or {{\"word\": ..., \"occurrence\": ...}} (got {target!r})")
+    if not isinstance(word, str) or not word.strip():
+        raise ValueError(f"region {where}: the word must be a non-empty string (got {word!r})")
+    if isinstance(occurrence, bool) or not isinstance(occurrence, int) or occurrence < 0:
+        raise ValueError(f"region {where}: occurrence must be an integer >= 0 (got {occurrence!r})")
+    return word.strip(), occurrence
+
+
+def load_spec_json(path, image) -> list[RegionWord]:
+    """Read {"#rrggbb": "word" | {"word": .., "occurrence": ..}} or [{"color": .., "word": ..}]."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read region spec {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"region spec {path} is not valid JSON: {exc}") from None
+    if isinstance(data, list):
+        assignments = {}
+        for i, item in enumerate(data):
+            color = item.get("color", item.get("colour")) if isinstance(item, dict) else None
+            if color is None or "word" not in item:
+                raise ValueError(f"region spec {path}, item {i}: write {{\"color\": \"#rrggbb\", \"word\": \"...\"}}")
+            if color in assignments:
+                raise ValueError(f"region spec {path}: colour {color} is listed twice")
+            assignments[color] = {"word": item["word"], "occurrence": item.get("occurrence", 0)}
+    elif isinstance(data, dict):
+        assignments = data
+    else:
+        raise ValueError(f"region spec {path} must be a JSON object {{\"#rrggbb\": \"word\"}} or a list")
+    if not assignments:
+        raise ValueError(f"region spec {path} is empty: map at least one colour to a word")
+    try:
+        return spec_from_colors(image, assignments)
+    except ValueError as exc:
+        raise ValueError(f"region spec {path}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- tokens
+
+def _word_pattern(word: str) -> re.Pattern:
+    # Case-insensitive, whole words only, any run of spaces/punctuation between a phrase's words.
+    parts = re.findall(r"\w+", word.lower())
+    if not parts:
+        raise ValueError(f"region word {word!r} has no letters or digits: name what the region shows")
+    return re.compile(r"(?<!\w)" + r"\W+".join(re.escape(p) for p in parts) + r"(?!\w)", re.IGNORECASE)
+
+
+def word_occurrences(prompt: str, word: str) -> int:
+    return len(_word_pattern(word).findall(prompt))
+
+
+def word_token_indices(prompt: str, word: str, tokenizer, occurrence: int = 0) -> list[int]:
+    """Positions of `word` (or phrase) in the tokenised prompt, counting BOS as position 0."""
+    matches = list(_word_pattern(word).finditer(prompt))
+    if not matches:
+        raise ValueError(f"word {word!r} is not in the prompt {prompt!r}; add it to the prompt or pass "
+                         f"append_missing=True")
+    if not 0 <= occurrence < len(matches):
+        raise ValueError(f"word {word!r} occurs {len(matches)} time(s) in the prompt; occurrence {occurrence} "
+                         f"does not exist (use 0..{len(matches) - 1})")
+    start, end = matches[occurrence].span()
+
+    # CLIP tokenises each word/punctuation run on its own, so the tokens before a word boundary
+    # are exactly the tokens of the text before it.
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    full = tokenizer(prompt)["input_ids"]
+    first = (1 if full and full[0] == tokenizer.bos_token_id else 0) + len(ids(prompt[:start]))
+    span = ids(prompt[start:end])
+    indices = list(range(first, first + len(span)))
+    if full[first:first + len(span)] != span:
+        raise ValueError(f"cannot locate {word!r} in the tokenised prompt; separate it from the words around it "
+                         f"with spaces")
+    limit = getattr(tokenizer, "model_max_length", len(full))
+    if indices[-1] >= limit - 1:
+        raise ValueError(f"word {word!r} lies beyond the text encoder's {limit}-token limit; shorten the prompt")
+    return indices
+
+
+def _mask_array(mask, word: str, size: tuple[int, int]) -> np.ndarray:
+    """Bool mask at `size` (height, width); same-aspect masks are resized, others refused."""
+    if isinstance(mask, Image.Image):
+        array = np.asarray(mask.convert("L")) > 127
+    elif isinstance(mask, torch.Tensor):
+        array = mask.detach().cpu().numpy() > 0.5
+    else:
+        array = np.asarray(mask)
+        array = array > 0.5 if array.dtype != bool else array
+    if array.ndim != 2:
+        raise ValueError(f"region {word!r}: the mask must be 2-D (height x width), got shape {array.shape}")
+    height, width = size
+    h, w = array.shape
+    if (h, w) != (height, width):
+        if abs(h * width - w * height) > 0.01 * h * width:
+            raise ValueError(f"region {word!r}: the mask is {w}x{h} but the image is {width}x{height}; "
+                             f"give masks at the image size")
+        # Area resampling then a 0.5 threshold keeps the mask's coverage at the new size.
+        resized = Image.fromarray(array.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BOX)
+        array = np.asarray(resized) >= 128
+    if not array.any():
+        raise ValueError(f"region {word!r} has an empty mask; paint it or remove it from the spec")
+    return array
+
+
+def resolve_spec(spec: list[RegionWord], prompt: str, tokenizer, *, size: tuple[int, int],
+                 append_missing: bool = False, max_regions: int = 16) -> tuple[str, list[TokenMask]]:
+    """Validate a region spec and resolve its words; returns (prompt, token masks).
+
+    With append_missing, a word absent from the prompt is appended as ", word" (the returned
+    prompt is the one to generate with)."""
+    if len(spec) > max_regions:
+        raise ValueError(f"{len(spec)} regions given; at most {max_regions} are supported: merge or drop some")
+    masks = []
+    for item in spec:
+        if not isinstance(item, RegionWord):
+            raise ValueError(f"region spec items must be RegionWord (got {type(item).__name__})")
+        _word_pattern(item.word)  # no-letters words fail here, before anything else
+        masks.append(_mask_array(item.mask, item.word, size))
+    for item in spec:
+        if append_missing and item.occurrence == 0 and word_occurrences(prompt, item.word) == 0:
+            prompt = f"{prompt.rstrip()}, {item.word.strip()}" if prompt.strip() else item.word.strip()
+    count = len(tokenizer(prompt)["input_ids"])
+    limit = getattr(tokenizer, "model_max_length", count)
+    if count > limit:
+        raise ValueError(f"the prompt is {count} tokens long; the text encoder takes {limit} (with start/end "
+                         f"tokens): shorten it")
+    token_masks = [
+        TokenMask(torch.from_numpy(m.astype(np.float32)), word_token_indices(prompt, item.word, tokenizer,
+                                                                             item.occurrence), item.word)
+        for item, m in zip(spec, masks)
+    ]
+    return prompt, token_masks
