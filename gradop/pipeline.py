@@ -21,11 +21,13 @@ import torch
 from PIL import Image
 
 from gradop import __version__
+from gradop.attention import AttentionRecorder, attention_grid, region_control
 from gradop.images import load_image, pil_to_tensor, to_rgb
 from gradop.metadata import save_png
 from gradop.models import ddim_scheduler, load_components
 from gradop.optimize import optimize_latents
 from gradop.painting import make_painting_fn
+from gradop.regions import resolve_spec, spec_from_colors
 
 METHODS = ("gradop+", "gradop", "sdedit", "text")
 
@@ -155,7 +157,7 @@ class GradopPipeline:
         stroke_image = to_rgb(load_image(strokes, what="stroke image"), background or (255, 255, 255)) if strokes is not None else None
         height, width = self._size(height, width, stroke_image)
         validate_options(steps=steps, guidance_scale=guidance_scale, eta=eta, num_images=num_images,
-                       strength=strength, iterations=iterations, grad_steps=grad_steps, lr=lr,
+                         strength=strength, iterations=iterations, grad_steps=grad_steps, lr=lr,
                          opt_steps=opt_steps, gamma=gamma, region_strength=region_strength, painting=painting)
         if seed is None and generator is None:
             seed = secrets.randbelow(2**32)
@@ -163,27 +165,23 @@ class GradopPipeline:
         if stroke_image is not None and stroke_image.size != (width, height):
             stroke_image = stroke_image.resize((width, height), Image.Resampling.LANCZOS)
 
+        # What the PNG records: everything that decides the pixels, and only what this method uses.
         params = dict(method=method, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps,
                       guidance_scale=guidance_scale, eta=eta, height=height, width=width, num_images=num_images,
                       model=self.model_name, gradop_version=__version__)
-        if method in ("sdedit", "gradop+", "gradop"):
-            params["strength"] = strength
-        if method == "gradop+":
-            params.update(iterations=iterations, grad_steps=grad_steps, lr=lr, painting=painting)
-        if method == "gradop":
-            params.update(opt_steps=opt_steps, gamma=gamma, lr=lr, painting=painting)
+        method_knobs = {
+            "text": {}, "sdedit": dict(strength=strength),
+            "gradop+": dict(strength=strength, iterations=iterations, grad_steps=grad_steps, lr=lr, painting=painting),
+            "gradop": dict(strength=strength, opt_steps=opt_steps, gamma=gamma, lr=lr, painting=painting),
+        }
+        params.update(method_knobs[method])
         if stroke_image is not None:
             params["strokes_sha256"] = hashlib.sha256(stroke_image.tobytes()).hexdigest()[:16]
 
         with self._lock:
-            recorder = None
-            if attention_maps:
-                from gradop.attention import AttentionRecorder
-
-                recorder = AttentionRecorder()
-            prompt, region_context, region_params = self._region_control(
+            prompt, region_context, recorder, region_params = self._region_control(
                 prompt, regions, region_strength, stroke_image, (height, width), guidance_scale,
-                append_missing_words, recorder,
+                append_missing_words, attention_maps,
             )
             params.update(region_params, prompt=prompt)
             call = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
@@ -202,11 +200,7 @@ class GradopPipeline:
                     else:
                         images, losses = self._gradop(call, height, width, target, paint, strength,
                                                       opt_steps, gamma, lr, callback)
-            grid = None
-            if recorder is not None:
-                from gradop.attention import attention_grid
-
-                grid = attention_grid(recorder, self.tokenizer, prompt)
+            grid = attention_grid(recorder, self.tokenizer, prompt) if recorder is not None else None
         return GenerationResult(images, params, losses, grid)
 
     # ---- helpers shared by the methods ---------------------------------------------------
@@ -312,28 +306,26 @@ class GradopPipeline:
         validate_options(height=height, width=width)
         return height, width
 
-    def _region_control(self, prompt, regions, strength, strokes, size, guidance_scale, append_missing, recorder):
-        """(prompt, context manager, params) for region-to-word control and attention recording;
-        a no-op without regions and recorder."""
-        from gradop.attention import region_control
-        from gradop.regions import resolve_spec, spec_from_colors
-
-        alphas_cumprod = ddim_scheduler(self.scheduler_config).alphas_cumprod
-        if not regions:
-            if recorder is None:
-                return prompt, contextlib.nullcontext(), {}
-            return prompt, region_control(self.unet, [], 0.0, alphas_cumprod, do_cfg=guidance_scale > 1,
-                                          record=recorder, image_size=size), {}
-
+    def _region_control(self, prompt, regions, strength, strokes, size, guidance_scale, append_missing,
+                        record_attention):
+        """(prompt, context manager, recorder, params) for region-to-word control and attention
+        recording; a no-op context without either."""
+        if not regions and not record_attention:
+            return prompt, contextlib.nullcontext(), None, {}
         if isinstance(regions, dict):
             if strokes is None:
                 raise ValueError("colour-to-word regions need a stroke image; pass strokes or explicit masks")
             regions = spec_from_colors(strokes, regions)
-        prompt, token_masks = resolve_spec(regions, prompt, self.tokenizer, size=size, append_missing=append_missing)
+        token_masks, params = [], {}
+        if regions:
+            prompt, token_masks = resolve_spec(regions, prompt, self.tokenizer, size=size, append_missing=append_missing)
+            words = [{"word": m.word, "tokens": m.token_indices, "area": int(m.mask.sum())} for m in token_masks]
+            params = {"regions": words, "region_strength": strength}
+        recorder = AttentionRecorder() if record_attention else None
+        alphas_cumprod = ddim_scheduler(self.scheduler_config).alphas_cumprod
         context = region_control(self.unet, token_masks, strength, alphas_cumprod, do_cfg=guidance_scale > 1,
-                                 record=recorder)
-        words = [{"word": m.word, "tokens": m.token_indices, "area": int(m.mask.sum())} for m in token_masks]
-        return prompt, context, {"regions": words, "region_strength": strength}
+                                 record=recorder, image_size=size)
+        return prompt, context, recorder, params
 
 
 def validate_options(*, steps=50, guidance_scale=7.5, eta=0.0, num_images=1, strength=0.8, iterations=3,
