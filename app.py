@@ -1,0 +1,424 @@
+"""gradop web app: paint coarse colour strokes, describe the scene, get an image that follows both.
+
+    streamlit run app.py                                   # the default model (see below)
+    streamlit run app.py -- --model gradop-demo --allowed-models gradop-demo,/srv/models/sd15
+    GRADOP_MODEL=... GRADOP_ALLOWED_MODELS=a,b streamlit run app.py
+    GRADOP_CONFIG=server.toml streamlit run app.py        # or ./gradop-app.toml
+
+The server operator picks the models; web users choose among them in the sidebar. UI only:
+method logic lives in gradop.pipeline, server-side helpers in gradop.serving.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import streamlit as st
+from PIL import Image
+
+from gradop import serving
+from gradop.images import load_image
+from gradop.painting import PAINTING_FUNCTIONS
+
+st.set_page_config(page_title="gradop: guided image synthesis", page_icon=":material/brush:", layout="wide")
+
+METHOD_LABELS = {"gradop+": "GradOP+", "gradop": "GradOP", "sdedit": "SDEdit", "text": "Text only",
+                 "compare": "Compare all"}
+TOOLS = {"freedraw": ":material/brush: Brush", "line": ":material/horizontal_rule: Line",
+         "rect": ":material/rectangle: Rectangle", "circle": ":material/circle: Circle"}
+# Quick colours, far enough apart that each stays its own region (names are only hints).
+PALETTE = {"#8fc9f0": "sky", "#2f6fd0": "water", "#4caf50": "grass", "#1e5a2a": "trees",
+           "#8c8c8c": "rock", "#8b5a2b": "earth", "#e8c860": "sand", "#f08a24": "orange",
+           "#d83a3a": "red", "#303030": "dark"}
+BACKGROUNDS = {"blank": "Blank", "photo": "Photo (edit a real image)", "result": "Last result (continue)"}
+CANVAS_SIZES = (256, 512, 768)
+MAX_UPLOAD_MB = 20  # the pixel limit (decompression bombs) is gradop.images.MAX_PIXELS
+# Widget keys and their defaults: set once per tab, so "re-open settings" can write them.
+DEFAULTS = dict(
+    prompt="", negative_prompt="", style=None, method="gradop+", seed=0, random_seed=True,
+    steps=50, guidance_scale=7.5, strength=0.8, iterations=3, grad_steps=12, opt_steps=50,
+    painting="blur", region_strength=0.5, num_images=1, brush_color="#2f6fd0",
+    brush_size=24, tool="freedraw", canvas_size=512, background="blank",
+)
+SETTINGS = [k for k in DEFAULTS if k not in ("brush_color", "brush_size", "tool", "background")]
+STATE = dict(outputs=[], history=[], job=None, notice=None, canvas_version=0, canvas_initial=None,
+             canvas_side=512, drawing=None, strokes=None, canvas_fallback=None, continue_from=None)
+
+
+# ----------------------------------------------------------------------------- model
+
+@st.cache_resource(show_spinner="Loading the model (once per server process)…", max_entries=2)
+def load_pipeline(name: str, device: str | None, dtype: str | None):
+    from gradop.pipeline import GradopPipeline
+
+    return GradopPipeline.from_pretrained(name, device=device, dtype=dtype)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def find_regions_cached(raw: bytes, size: tuple[int, int]) -> list:
+    return serving.detect_regions(Image.frombytes("RGBA", size, raw))
+
+
+def sidebar(config: serving.AppConfig):
+    """The allow-listed model choice; returns the loaded pipeline, or None with an error shown."""
+    with st.sidebar:
+        st.header("Model")
+        choice = st.selectbox("Model", config.allowed_models, format_func=serving.model_label, key="model",
+                              help="The models this server offers (set by its operator).")
+        name = serving.choose_model(choice, config)
+        try:
+            pipeline = load_pipeline(name, config.device, config.dtype)
+        except ValueError as error:  # ModelLoadError: offline, missing, refused pickle, ...
+            st.error(serving.user_message(error))
+            return None
+        device = pipeline.device.type
+        st.caption(f"Running on **{device.upper()}** · native size {pipeline.default_size} px")
+        st.caption("Draw colour strokes, write a prompt, give regions their words, press Generate.")
+        return pipeline
+
+
+# ----------------------------------------------------------------------------- canvas
+
+def redraw_canvas(drawing: dict | None, strokes: Image.Image | None = None) -> None:
+    """Remount the canvas showing `drawing`; `strokes` stand for its pixels until it sends its own."""
+    st.session_state.canvas_initial, st.session_state.canvas_fallback = drawing, strokes
+    st.session_state.canvas_version += 1
+
+
+def on_canvas_size() -> None:
+    new, old = st.session_state.canvas_size, st.session_state.canvas_side
+    if new != old:
+        strokes = st.session_state.strokes
+        redraw_canvas(serving.scale_drawing(st.session_state.drawing, new / old),
+                      strokes.resize((new, new), Image.Resampling.LANCZOS) if strokes is not None else None)
+        st.session_state.canvas_side = new
+
+
+def palette_row() -> None:
+    """One button per quick colour, painted in that colour (the page's CSS), ticked when in use."""
+    css = "".join(f".st-key-colour-{h[1:]} button {{background:{h};color:{serving.text_color(h)};border:none}}"
+                  for h in PALETTE)
+    st.html(f"<style>{css}</style>")
+    with st.container(horizontal=True, gap="small"):
+        for hex_color, name in PALETTE.items():
+            mark = ":material/check: " if st.session_state.brush_color == hex_color else ""
+            st.button(f"{mark}{name}", key=f"colour-{hex_color[1:]}",
+                      on_click=st.session_state.update, kwargs={"brush_color": hex_color})
+
+
+def canvas_background(side: int) -> Image.Image | None:
+    mode = st.session_state.background
+    if mode == "photo":
+        upload = st.file_uploader("Photo to edit (PNG, JPEG or WebP)", type=["png", "jpg", "jpeg", "webp"],
+                                  key="upload", max_upload_size=MAX_UPLOAD_MB,
+                                  help="Paint over it: the photo with your strokes is the target.")
+        if upload is None:
+            return None
+        try:
+            return serving.fit_background(load_image(upload.getvalue(), what="the uploaded photo"), side)
+        except ValueError as error:
+            st.error(serving.user_message(error))
+            return None
+    if mode == "result":
+        if st.session_state.continue_from is None:
+            st.caption("No result yet: generate one, then press “Continue from this result” under it.")
+            return None
+        return serving.fit_background(st.session_state.continue_from, side)
+    return None
+
+
+def canvas_section():
+    """Drawing tools and the canvas; returns (strokes RGBA or None, background or None, side)."""
+    from streamlit_drawable_canvas import st_canvas  # only importable inside a running app
+
+    st.subheader("1 · Paint")
+    palette_row()
+    picker_col, tool_col = st.columns([1, 4], vertical_alignment="bottom")
+    picker_col.color_picker("Colour", key="brush_color", help="Any colour; each colour becomes one region.")
+    tool_col.segmented_control("Tool", list(TOOLS), format_func=TOOLS.get, key="tool")
+    size_col, canvas_col = st.columns([3, 1])
+    size_col.slider("Brush size", 2, 96, key="brush_size")
+    canvas_col.selectbox("Canvas size", CANVAS_SIZES, key="canvas_size", on_change=on_canvas_size,
+                         format_func=lambda s: f"{s} px", help="Generation size for real models (512 is SD's).")
+    st.radio("Background", list(BACKGROUNDS), format_func=BACKGROUNDS.get, key="background", horizontal=True,
+             help="Blank canvas, a photo to edit, or the last result to keep painting on it.")
+    side = st.session_state.canvas_side
+    background = canvas_background(side)
+    color = st.session_state.brush_color
+    st.space("small")  # room for the canvas toolbar, which sits above its top-right corner
+    result = st_canvas(
+        fill_color=color, stroke_color=color, stroke_width=st.session_state.brush_size,
+        drawing_mode=st.session_state.tool or "freedraw", background_image=background,
+        initial_drawing=st.session_state.canvas_initial, height=side, width=side,
+        return_image_data=True, key=f"canvas-{st.session_state.canvas_version}",
+    )
+    pixels = result.image_data
+    if pixels is None:  # a freshly (re)mounted canvas has not sent its pixels yet
+        strokes = st.session_state.canvas_fallback
+    else:
+        strokes = serving.strokes_from_canvas(pixels)
+    if strokes is not None and strokes.size != (side, side):  # high-DPI screens send more pixels
+        strokes = strokes.resize((side, side), Image.Resampling.LANCZOS)
+    st.session_state.drawing, st.session_state.strokes = result.json_data, strokes  # to rescale / restore
+    st.caption("Undo, redo and clear are in the canvas toolbar. Filled shapes make clean regions.")
+    return strokes, background, side
+
+
+# ----------------------------------------------------------------------------- prompt, knobs, regions
+
+def on_style() -> None:
+    st.session_state.prompt = serving.apply_style(st.session_state.prompt, st.session_state.style)
+
+
+def prompt_section() -> None:
+    st.subheader("2 · Describe")
+    st.text_area("Prompt", key="prompt", height=80, placeholder="a red hut beside a blue lake, mountains behind")
+    st.pills("Style", list(serving.STYLE_PRESETS), key="style", on_change=on_style,
+             help="Adds (or swaps) a style phrase at the end of the prompt.")
+    st.text_input("Negative prompt", key="negative_prompt", help="What the image should not show.")
+    st.radio("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="method", horizontal=True,
+             help="GradOP+ follows strokes with realistic detail; SDEdit is the classic baseline; "
+                  "Compare runs all four with the same seed.")
+    seed_col, random_col = st.columns([2, 1], vertical_alignment="bottom")
+    random_col.checkbox("Random seed", key="random_seed")
+    seed_col.number_input("Seed", 0, 2**32 - 1, step=1, key="seed", disabled=st.session_state.random_seed,
+                          help="Same seed and settings give the same image.")
+
+
+def advanced_section() -> None:
+    method = st.session_state.method
+    guided, plus, two_pass = method != "text", method in ("gradop+", "compare"), method in ("gradop", "compare")
+    with st.expander("Advanced settings"):
+        a, b = st.columns(2)
+        a.number_input("Steps", 1, 200, key="steps", help="Denoising steps: more is slower and finer (50).")
+        b.number_input("Guidance", 0.0, 30.0, step=0.5, key="guidance_scale",
+                       help="How strongly the prompt steers the image (7.5).")
+        a.slider("Strength", 0.0, 1.0, step=0.05, key="strength", disabled=not guided,
+                 help="Where stroke guidance starts; for SDEdit the noise added to the painting (0.8).")
+        b.number_input("Images per method", 1, 4, key="num_images", help="More images take longer.")
+        a.number_input("Iterations", 1, 10, key="iterations", disabled=not plus,
+                       help="GradOP+: sampling steps that pull the image towards the strokes (3-5).")
+        b.number_input("Gradient steps", 1, 32, key="grad_steps", disabled=not plus,
+                       help="GradOP+: gradient steps per pull (8-16); the main cost on a CPU.")
+        a.number_input("Optimisation steps", 1, 200, key="opt_steps", disabled=not two_pass,
+                       help="GradOP: gradient steps of its optimisation pass (50).")
+        b.selectbox("Painting function", PAINTING_FUNCTIONS, key="painting", disabled=not guided,
+                    help="How an image is reduced to a painting: blur (release) or median + palette (slower).")
+        a.slider("Region strength", 0.0, 2.0, step=0.05, key="region_strength",
+                 help="How strongly each painted region is tied to its word (0.1-1).")
+
+
+def on_add_words(words: list[str]) -> None:
+    st.session_state.prompt = serving.add_words(st.session_state.prompt, words)
+
+
+def regions_section(strokes: Image.Image | None) -> tuple[list, dict]:
+    """Swatches of the painted regions, each with a word of the prompt; returns (regions, {hex: word})."""
+    st.subheader("3 · Region words")
+    regions = find_regions_cached(strokes.tobytes(), strokes.size) if strokes is not None else []
+    if not regions:
+        st.caption("Painted colour regions appear here; give each a word of the prompt so the model "
+                   "knows what it is (e.g. blue = lake).")
+        return [], {}
+    prompt = st.session_state.prompt
+    words = serving.prompt_words(prompt)
+    assigned = {}
+    for region in regions:
+        key = f"word-{region.hex}"
+        current = st.session_state.get(key)
+        options = ["", *words, *([current] if current and current not in words else [])]
+        swatch, select = st.columns([1, 6], vertical_alignment="center")
+        swatch.image(serving.region_swatch(region))
+        word = select.selectbox(
+            f"Region {region.hex} · {region.area_fraction:.0%} of the canvas", options, key=key,
+            format_func=lambda w: w or "— no word (the model guesses) —", accept_new_options=True,
+            help="Pick a word of the prompt, or type one.")
+        if word:
+            assigned[region.hex] = word
+    st.caption(f"{len(assigned)} of {len(regions)} regions have a word.")
+    missing = serving.missing_words(prompt, assigned.values())
+    if missing:
+        st.warning(f"Not in the prompt: {', '.join(missing)}. Region words must appear in the prompt.")
+        st.button("Add them to the prompt", on_click=on_add_words, args=(missing,), key="add_words")
+    return regions, assigned
+
+
+# ----------------------------------------------------------------------------- generation
+
+def generation_runs(pipeline, strokes, background, side, regions, assigned, seed) -> list[serving.Run]:
+    s = st.session_state
+    size = serving.generation_side(pipeline.default_size, side)
+    common = dict(prompt=s.prompt.strip(), negative_prompt=s.negative_prompt, height=size, width=size,
+                  steps=int(s.steps), guidance_scale=float(s.guidance_scale), seed=seed,
+                  num_images=int(s.num_images), regions=serving.region_spec(regions, assigned) or None,
+                  region_strength=float(s.region_strength))
+    if strokes is None and background is not None:  # a photo alone is the target
+        strokes = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    guided = dict(strokes=strokes, background=background, strength=float(s.strength), painting=s.painting,
+                  iterations=int(s.iterations), grad_steps=int(s.grad_steps), opt_steps=int(s.opt_steps))
+    methods = ["gradop+", "gradop", "sdedit", "text"] if s.method == "compare" else [s.method]
+    return [serving.Run(METHOD_LABELS[m], m, common | (guided if m != "text" else {})) for m in methods]
+
+
+def check_inputs(strokes, background, assigned) -> str | None:
+    s = st.session_state
+    if not s.prompt.strip():
+        return "Write a prompt first: describe the image you want."
+    if s.method != "text" and strokes is None and background is None:
+        return ("The canvas is empty: paint some strokes (or choose a photo background) to guide the image, "
+                "or choose Text only.")
+    missing = serving.missing_words(s.prompt, assigned.values())
+    if missing:
+        return f"Region words not in the prompt: {', '.join(missing)}. Add them to the prompt or clear them."
+    return None
+
+
+def start_generation(pipeline, strokes, background, side, regions, assigned) -> None:
+    s = st.session_state
+    problem = check_inputs(strokes, background, assigned)
+    if problem:
+        s.notice = ("warning", problem)
+        return
+    seed = serving.new_seed() if s.random_seed else int(s.seed)
+    runs = generation_runs(pipeline, strokes, background, side, regions, assigned, seed)
+    settings = {key: s[key] for key in SETTINGS} | {"seed": seed, "random_seed": False,
+                                                    "region_words": dict(assigned)}
+    estimate = sum(serving.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
+    meta = {"settings": settings, "drawing": s.drawing, "strokes": strokes, "background": background}
+    s.job = serving.GenerationJob(pipeline, runs, estimate=estimate, meta=meta).start()
+
+
+def collect_finished_job() -> None:
+    """Move a finished job's images into the gallery and history (called at the top of each run)."""
+    s = st.session_state
+    job = s.job
+    if job is None or not job.finished:
+        return
+    s.job = None
+    if job.outputs:
+        s.outputs = job.outputs
+        number = (s.history[0].number + 1) if s.history else 1
+        meta = job.meta
+        entry = serving.HistoryEntry(number, meta["settings"], job.outputs, meta["drawing"], meta["strokes"],
+                                     meta["background"])
+        s.history = serving.add_to_history(s.history, entry)
+    if job.status == "done":
+        s.notice = ("success", f"Done in {serving.format_duration(job.elapsed)} · seed {job.runs[0].kwargs['seed']}.")
+    else:
+        s.notice = ("info" if job.status == "cancelled" else "error", job.message)
+
+
+@st.fragment(run_every=0.5)
+def progress_panel() -> None:
+    job = st.session_state.job
+    if job is None:
+        return
+    if job.finished:
+        st.rerun()
+    st.progress(job.fraction, text=job.describe())
+    if job.preview is not None:
+        st.image(serving.for_display(job.preview), caption="live preview", width=256)
+    st.button("Cancelling…" if job.cancelling else "Cancel", key="cancel", on_click=job.cancel,
+              disabled=job.cancelling)
+
+
+def generate_section(pipeline, strokes, background, side, regions, assigned) -> None:
+    st.subheader("4 · Generate")
+    s = st.session_state
+    if pipeline is not None and pipeline.device.type == "cpu":
+        size = serving.generation_side(pipeline.default_size, side)
+        runs = generation_runs(pipeline, None, None, side, [], {}, 0)
+        seconds = sum(serving.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
+        st.info(f"No GPU: running on the CPU. One generation takes {serving.format_duration(seconds)} "
+                f"at {size} px with these settings.")
+    clicked = st.button("Generate", type="primary", key="generate", disabled=pipeline is None or s.job is not None)
+    if clicked:
+        s.notice = None
+        start_generation(pipeline, strokes, background, side, regions, assigned)
+    if s.notice:
+        kind, text = s.notice
+        getattr(st, kind)(text)
+        if kind == "warning":  # input problems are shown once; a job's outcome stays until the next one
+            s.notice = None
+    if s.job is not None:
+        progress_panel()
+
+
+# ----------------------------------------------------------------------------- results and history
+
+def continue_from(output: serving.Output) -> None:
+    st.session_state.update(continue_from=output.image, background="result")
+    redraw_canvas(None)
+
+
+def results_section() -> None:
+    outputs = st.session_state.outputs
+    if not outputs:
+        return
+    st.subheader("Results")
+    columns = st.columns(min(len(outputs), 4))
+    for i, output in enumerate(outputs):
+        with columns[i % len(columns)]:
+            st.image(serving.for_display(output.image, 384), caption=output.caption)
+            st.download_button("Download PNG", output.png, file_name=output.file_name, mime="image/png",
+                               key=f"download-{i}", on_click="ignore", help="With its settings in the PNG metadata.")
+            st.button("Continue from this result", key=f"continue-{i}", on_click=continue_from, args=(output,),
+                      help="Use it as the canvas background and paint changes over it.")
+
+
+def reopen(entry: serving.HistoryEntry) -> None:
+    s = st.session_state
+    s.update(serving.settings_for_widgets(entry.settings, set(DEFAULTS)))
+    for hex_color, word in entry.settings.get("region_words", {}).items():
+        s[f"word-{hex_color}"] = word
+    s.canvas_side = entry.settings.get("canvas_size", s.canvas_side)
+    s.outputs = entry.outputs
+    # The image the strokes were painted over comes back through the "continue" slot.
+    s.continue_from, s.background = entry.background, "blank" if entry.background is None else "result"
+    redraw_canvas(entry.drawing, entry.strokes)
+
+
+def history_section() -> None:
+    history = st.session_state.history
+    if not history:
+        return
+    with st.expander(f"History of this tab ({len(history)})"):
+        for entry in history:
+            thumbs, text = st.columns([2, 3], vertical_alignment="center")
+            thumbs.image([serving.for_display(o.image, 96) for o in entry.outputs], width=96)
+            text.write(entry.title)
+            text.button("Re-open these settings", key=f"reopen-{entry.number}", on_click=reopen, args=(entry,))
+
+
+# ----------------------------------------------------------------------------- page
+
+def main() -> None:
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    for key, value in STATE.items():
+        st.session_state.setdefault(key, value.copy() if isinstance(value, list) else value)
+    st.title("gradop · paint, describe, generate")
+    try:
+        config = serving.resolve_config(sys.argv[1:])
+    except ValueError as error:
+        st.error(f"Server configuration: {error}")
+        st.stop()
+    pipeline = sidebar(config)
+    if pipeline is not None and pipeline.model_name in serving.TEST_MODELS:
+        st.warning(f"**test model: outputs are noise.** '{pipeline.model_name}' has random weights and only "
+                   "shows the mechanics; the operator sets a real model with GRADOP_MODEL or --model.",
+                   icon=":material/warning:")
+    collect_finished_job()
+    paint_col, control_col = st.columns([3, 2], gap="large")
+    with paint_col:
+        strokes, background, side = canvas_section()
+    with control_col:
+        prompt_section()
+        advanced_section()
+        regions, assigned = regions_section(strokes)
+        generate_section(pipeline, strokes, background, side, regions, assigned)
+    results_section()
+    history_section()
+
+
+main()

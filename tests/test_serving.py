@@ -1,0 +1,269 @@
+"""gradop.serving: the web app's server-side helpers, without Streamlit."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from gradop import serving
+from gradop.metadata import read_params
+from gradop.pipeline import GenerationResult, Progress
+from gradop.serving import AppConfig, GenerationJob, Run
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no ./gradop-app.toml unless a test writes one
+    for name in ("GRADOP_MODEL", "GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG", "GRADOP_DEVICE", "GRADOP_DTYPE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_default_config_serves_the_built_in_default_model():
+    assert serving.resolve_config([]) == AppConfig(model=serving.DEFAULT_MODEL, allowed_models=(serving.DEFAULT_MODEL,))
+
+
+def test_command_line_beats_environment_beats_config_file(tmp_path):
+    (tmp_path / "gradop-app.toml").write_text('model = "from-file/model"\nallowed_models = ["a/b"]\ndevice = "cpu"\n')
+    assert serving.resolve_config([]).model == "from-file/model"
+    assert serving.resolve_config([]).allowed_models == ("from-file/model", "a/b")
+    env = {"GRADOP_MODEL": "from-env/model", "GRADOP_ALLOWED_MODELS": "x/y, from-env/model ,"}
+    config = serving.resolve_config([], env)
+    assert config.model == "from-env/model" and config.allowed_models == ("from-env/model", "x/y")
+    assert config.device == "cpu"  # still from the file
+    config = serving.resolve_config(["--model", "tiny-random", "--allowed-models", "p/q", "--dtype", "float32"], env)
+    assert config == AppConfig("tiny-random", ("tiny-random", "p/q"), "cpu", "float32")
+
+
+def test_explicit_config_file_and_unknown_arguments(tmp_path):
+    path = tmp_path / "server.toml"
+    path.write_text('model = "m/n"\n')
+    config = serving.resolve_config(["tests/test_app.py", "-q", "--config", str(path), "--durations=5"])
+    assert config.model == "m/n"
+    assert serving.resolve_config([], {"GRADOP_CONFIG": str(path)}).model == "m/n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model = ", "not valid TOML"),
+        ('modle = "x"', "unknown key 'modle'"),
+        ("model = 3", "'model' in"),
+        ('allowed_models = "a,b"', "must be a list"),
+        ('allowed_models = ["a", 2]', "list of model names"),
+    ],
+)
+def test_bad_config_files_get_one_line_messages(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        serving.resolve_config(["--config", str(path)])
+    assert "\n" not in str(error.value)
+
+
+def test_missing_config_file_is_reported(tmp_path):
+    with pytest.raises(ValueError, match="cannot read the app config file"):
+        serving.resolve_config(["--config", str(tmp_path / "nope.toml")])
+
+
+def test_web_users_only_get_allow_listed_models():
+    config = AppConfig("tiny-random", ("tiny-random", "/srv/models/sd15"))
+    assert serving.choose_model("/srv/models/sd15", config) == "/srv/models/sd15"
+    assert serving.choose_model("/etc/passwd", config) == "tiny-random"
+    assert serving.choose_model(None, config) == "tiny-random"
+
+
+def test_model_labels_hide_server_paths():
+    assert serving.model_label("/srv/models/sd15") == "sd15"
+    assert serving.model_label("./weights/model.safetensors") == "model.safetensors"
+    assert serving.model_label("stable-diffusion-v1-5/stable-diffusion-v1-5") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert serving.model_label("tiny-random") == "tiny-random (test model)"
+
+
+# ----------------------------------------------------------------------------- images, prompts, regions
+
+
+def two_colour_strokes(side=128) -> Image.Image:
+    image = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, side // 2, side - 1, side - 1), fill=(47, 111, 208, 255))
+    draw.ellipse((side // 4, 4, side // 2, side // 3), fill=(216, 58, 58, 255))
+    return image
+
+
+def test_strokes_from_canvas():
+    assert serving.strokes_from_canvas(None) is None
+    assert serving.strokes_from_canvas(np.zeros((8, 8, 4), np.uint8)) is None  # nothing painted
+    painted = np.zeros((8, 8, 4), np.uint8)
+    painted[2, 3] = (255, 0, 0, 255)
+    strokes = serving.strokes_from_canvas(painted)
+    assert strokes.mode == "RGBA" and strokes.getpixel((3, 2)) == (255, 0, 0, 255)
+
+
+def test_sizes_for_generation_and_display():
+    assert serving.generation_side(64, 512) == 64  # the toy model keeps its native size
+    assert serving.generation_side(512, 768) == 768  # real models follow the canvas
+    small = Image.new("RGB", (64, 64))
+    assert serving.for_display(small).size == (256, 256)
+    assert serving.for_display(Image.new("RGB", (512, 512))).size == (512, 512)
+    assert serving.fit_background(Image.new("RGB", (300, 200)), 256).size == (256, 256)
+
+
+def test_scale_drawing_scales_positions_and_sizes():
+    drawing = {"version": "7", "objects": [{"type": "Path", "left": 10, "top": 20, "scaleX": 1, "scaleY": 2}]}
+    scaled = serving.scale_drawing(drawing, 0.5)
+    assert scaled["objects"][0] == {"type": "Path", "left": 5, "top": 10, "scaleX": 0.5, "scaleY": 1}
+    assert drawing["objects"][0]["left"] == 10  # not mutated
+    assert serving.scale_drawing(None, 2) is None
+
+
+def test_style_presets_add_swap_and_remove():
+    styled = serving.apply_style("a fox", "oil painting")
+    assert styled == "a fox, " + serving.STYLE_PRESETS["oil painting"]
+    assert serving.apply_style(styled, "photo") == "a fox, " + serving.STYLE_PRESETS["photo"]
+    assert serving.apply_style(styled, None) == "a fox"
+    assert serving.apply_style("", "photo") == serving.STYLE_PRESETS["photo"]
+
+
+def test_prompt_words_missing_words_and_adding_them():
+    prompt = serving.apply_style("A red hut beside the lake, a red sky", "watercolour painting")
+    assert serving.prompt_words(prompt) == ["red", "hut", "lake", "sky"]
+    assert serving.missing_words(prompt, ["lake", "boat", "Hut", "boat", "!!"]) == ["boat", "!!"]
+    assert serving.add_words("a hut", ["lake", "boat"]) == "a hut, lake, boat"
+
+
+def test_regions_and_spec_from_the_strokes_alone():
+    strokes = two_colour_strokes()
+    regions = serving.detect_regions(strokes)
+    assert [r.hex for r in regions] == ["#2f6fd0", "#d83a3a"]  # largest first
+    spec = serving.region_spec(regions, {"#2f6fd0": " lake ", "#d83a3a": ""})
+    assert len(spec) == 1 and spec[0].word == "lake" and spec[0].mask[100, 64] and not spec[0].mask[10, 10]
+    assert serving.detect_regions(None) == []
+    swatch = serving.region_swatch(regions[1])
+    assert swatch.size == (56, 56) and swatch.getpixel((0, 55)) == (236, 236, 236)
+
+
+def test_text_colour_for_palette_buttons():
+    assert serving.text_color("#303030") == "#ffffff"
+    assert serving.text_color("#e8c860") == "#000000"
+
+
+# ----------------------------------------------------------------------------- messages and estimates
+
+
+@pytest.mark.parametrize(
+    "error",
+    [torch.OutOfMemoryError("CUDA out of memory"), MemoryError(),
+     RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried")],
+)
+def test_out_of_memory_message_names_the_knobs(error):
+    message = serving.user_message(error)
+    assert message.startswith("Out of memory") and "canvas size" in message
+
+
+def test_user_messages_are_one_line():
+    from gradop.models import ModelLoadError
+    from gradop.pipeline import GenerationCancelled
+
+    assert serving.user_message(ValueError("the prompt is empty\ndetails")) == "the prompt is empty"
+    assert serving.user_message(ModelLoadError("model 'x' is not in the cache")) == "model 'x' is not in the cache"
+    assert serving.user_message(GenerationCancelled()) == "Generation cancelled."
+    unexpected = serving.user_message(KeyError("vae"))
+    assert unexpected.startswith("Generation failed (KeyError") and "\n" not in unexpected
+
+
+def test_cpu_estimate_grows_with_work_and_learns(tiny_pipe, monkeypatch):
+    monkeypatch.setattr(serving, "_calibration", {})  # forget what earlier tests measured
+    base = dict(height=64, steps=10, iterations=3, grad_steps=12, strength=0.8)
+    text = serving.estimate_seconds(tiny_pipe, "text", base)
+    plus = serving.estimate_seconds(tiny_pipe, "gradop+", base)
+    assert 0 < text < plus
+    assert serving.estimate_seconds(tiny_pipe, "text", base | {"steps": 20}) > text
+    assert serving.estimate_seconds(tiny_pipe, "gradop", base) > 0
+    assert serving.estimate_seconds(tiny_pipe, "sdedit", base) < text
+    serving.record_timing(tiny_pipe.model_name, text, 4 * text)
+    assert serving.estimate_seconds(tiny_pipe, "text", base) == pytest.approx(4 * text)
+    assert serving.format_duration(0.2) == "under a second"
+    assert serving.format_duration(42) == "about 42 s"
+    assert serving.format_duration(600) == "about 10 min"
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+class FakePipeline:
+    """generate() that reports progress with latents, optionally blocking or failing."""
+
+    model_name = "fake"
+
+    def __init__(self, steps=5, error=None, gate=None):
+        self.steps, self.error, self.gate, self.previews, self.calls = steps, error, gate, 0, []
+
+    def preview(self, latents):
+        self.previews += 1
+        return Image.new("RGB", (8, 8), "gray")
+
+    def generate(self, method, prompt, strokes=None, *, callback=None, seed=0, **kwargs):
+        self.calls.append(method)
+        for step in range(1, self.steps + 1):
+            if self.gate is not None:
+                self.gate.wait()
+            callback(Progress("sampling", step, self.steps, torch.zeros(1, 4, 1, 1)))
+        if self.error:
+            raise self.error
+        params = dict(method=method, prompt=prompt, seed=seed, num_images=1)
+        return GenerationResult([Image.new("RGB", (8, 8), "white")], params)
+
+
+def test_job_runs_every_method_and_keeps_pngs_with_metadata():
+    pipeline = FakePipeline()
+    runs = [Run("GradOP+", "gradop+", dict(prompt="p", seed=5)), Run("Text only", "text", dict(prompt="p", seed=5))]
+    job = GenerationJob(pipeline, runs, estimate=1.0, meta={"x": 1}).start()
+    assert job.wait(30) and job.status == "done" and job.message is None
+    assert pipeline.calls == ["gradop+", "text"] and job.fraction == 1.0 and job.meta == {"x": 1}
+    assert [o.caption for o in job.outputs] == ["GradOP+ · seed 5", "Text only · seed 5"]
+    assert read_params(job.outputs[0].png)["method"] == "gradop+"
+    assert job.outputs[0].file_name == "gradop_gradopplus_5_0.png"
+    assert job.preview is not None and pipeline.previews >= 1
+
+
+def test_job_failure_becomes_a_message():
+    job = GenerationJob(FakePipeline(error=torch.OutOfMemoryError("out of memory")), [Run("A", "text", {"prompt": "p"})]).start()
+    assert job.wait(30) and job.status == "failed" and job.message.startswith("Out of memory")
+
+
+def test_cancel_stops_the_job_at_the_next_step():
+    gate = threading.Event()
+    pipeline = FakePipeline(steps=1000, gate=gate)
+    job = GenerationJob(pipeline, [Run("A", "text", {"prompt": "p"}), Run("B", "sdedit", {"prompt": "p"})]).start()
+    assert job.status == "waiting" and "Waiting" in job.describe()
+    job.cancel()
+    assert job.cancelling
+    gate.set()
+    assert job.wait(30) and job.status == "cancelled" and job.message == "Generation cancelled."
+    assert pipeline.calls == ["text"] and not job.outputs and not job.cancelling
+
+
+def test_history_keeps_the_newest_entries_first():
+    history = []
+    for number in range(1, 16):
+        history = serving.add_to_history(history, serving.HistoryEntry(number, {"prompt": "p", "seed": number}, []))
+    assert [e.number for e in history] == list(range(15, 3, -1))
+    assert history[0].title.startswith("#15 · ? · seed 15 · p")
+    assert serving.settings_for_widgets({"prompt": "p", "gone": 1}, {"prompt", "seed"}) == {"prompt": "p"}
+
+
+def test_two_jobs_on_one_pipeline_at_once_give_their_own_images(tiny_pipe):
+    # Two browser tabs: the pipeline's lock serialises them; each gets exactly its own result.
+    kwargs = [dict(prompt="a red fox", steps=2, seed=1), dict(prompt="a blue lake", steps=2, seed=2)]
+    expected = [np.asarray(tiny_pipe.generate("text", **k).images[0]) for k in kwargs]
+    jobs = [GenerationJob(tiny_pipe, [Run("Text only", "text", k)]) for k in kwargs]
+    for job in jobs:
+        job.start()
+    for job, image in zip(jobs, expected):
+        assert job.wait(120) and job.status == "done", job.message
+        assert np.array_equal(np.asarray(job.outputs[0].image), image)
