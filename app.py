@@ -16,7 +16,7 @@ import sys
 import streamlit as st
 from PIL import Image
 
-from gradop import serving
+from gradop import jobs, serving
 from gradop.images import load_image
 from gradop.painting import PAINTING_FUNCTIONS
 
@@ -69,7 +69,7 @@ def sidebar(config: serving.AppConfig):
         try:
             pipeline = load_pipeline(name, config.device, config.dtype)
         except ValueError as error:  # ModelLoadError: offline, missing, refused pickle, ...
-            st.error(serving.user_message(error))
+            st.error(jobs.user_message(error))
             return None
         device = pipeline.device.type
         st.caption(f"Running on **{device.upper()}** · native size {pipeline.default_size} px")
@@ -117,7 +117,7 @@ def canvas_background(side: int) -> Image.Image | None:
         try:
             return serving.fit_background(load_image(upload.getvalue(), what="the uploaded photo"), side)
         except ValueError as error:
-            st.error(serving.user_message(error))
+            st.error(jobs.user_message(error))
             return None
     if mode == "result":
         if st.session_state.continue_from is None:
@@ -245,7 +245,7 @@ def regions_section(strokes: Image.Image | None) -> tuple[list, dict]:
 
 # ----------------------------------------------------------------------------- generation
 
-def generation_runs(pipeline, strokes, background, side, regions, assigned, seed) -> list[serving.Run]:
+def generation_runs(pipeline, strokes, background, side, regions, assigned, seed) -> list[jobs.Run]:
     s = st.session_state
     size = serving.generation_side(pipeline.default_size, side)
     common = dict(prompt=s.prompt.strip(), negative_prompt=s.negative_prompt, height=size, width=size,
@@ -257,7 +257,7 @@ def generation_runs(pipeline, strokes, background, side, regions, assigned, seed
     guided = dict(strokes=strokes, background=background, strength=float(s.strength), painting=s.painting,
                   iterations=int(s.iterations), grad_steps=int(s.grad_steps), opt_steps=int(s.opt_steps))
     methods = ["gradop+", "gradop", "sdedit", "text"] if s.method == "compare" else [s.method]
-    return [serving.Run(METHOD_LABELS[m], m, common | (guided if m != "text" else {})) for m in methods]
+    return [jobs.Run(METHOD_LABELS[m], m, common | (guided if m != "text" else {})) for m in methods]
 
 
 def check_inputs(strokes, background, assigned) -> str | None:
@@ -283,9 +283,9 @@ def start_generation(pipeline, strokes, background, side, regions, assigned) -> 
     runs = generation_runs(pipeline, strokes, background, side, regions, assigned, seed)
     settings = {key: s[key] for key in SETTINGS} | {"seed": seed, "random_seed": False,
                                                     "region_words": dict(assigned)}
-    estimate = sum(serving.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
+    estimate = sum(jobs.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
     meta = {"settings": settings, "drawing": s.drawing, "strokes": strokes, "background": background}
-    s.job = serving.GenerationJob(pipeline, runs, estimate=estimate, meta=meta).start()
+    s.job = jobs.GenerationJob(pipeline, runs, estimate=estimate, meta=meta).start()
 
 
 def collect_finished_job() -> None:
@@ -299,11 +299,11 @@ def collect_finished_job() -> None:
         s.outputs = job.outputs
         number = (s.history[0].number + 1) if s.history else 1
         meta = job.meta
-        entry = serving.HistoryEntry(number, meta["settings"], job.outputs, meta["drawing"], meta["strokes"],
+        entry = jobs.HistoryEntry(number, meta["settings"], job.outputs, meta["drawing"], meta["strokes"],
                                      meta["background"])
-        s.history = serving.add_to_history(s.history, entry)
+        s.history = jobs.add_to_history(s.history, entry)
     if job.status == "done":
-        s.notice = ("success", f"Done in {serving.format_duration(job.elapsed)} · seed {job.runs[0].kwargs['seed']}.")
+        s.notice = ("success", f"Done in {jobs.format_duration(job.elapsed)} · seed {job.runs[0].kwargs['seed']}.")
     else:
         s.notice = ("info" if job.status == "cancelled" else "error", job.message)
 
@@ -328,8 +328,8 @@ def generate_section(pipeline, strokes, background, side, regions, assigned) -> 
     if pipeline is not None and pipeline.device.type == "cpu":
         size = serving.generation_side(pipeline.default_size, side)
         runs = generation_runs(pipeline, None, None, side, [], {}, 0)
-        seconds = sum(serving.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
-        st.info(f"No GPU: running on the CPU. One generation takes {serving.format_duration(seconds)} "
+        seconds = sum(jobs.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
+        st.info(f"No GPU: running on the CPU. One generation takes {jobs.format_duration(seconds)} "
                 f"at {size} px with these settings.")
     clicked = st.button("Generate", type="primary", key="generate", disabled=pipeline is None or s.job is not None)
     if clicked:
@@ -346,7 +346,7 @@ def generate_section(pipeline, strokes, background, side, regions, assigned) -> 
 
 # ----------------------------------------------------------------------------- results and history
 
-def continue_from(output: serving.Output) -> None:
+def continue_from(output: jobs.Output) -> None:
     st.session_state.update(continue_from=output.image, background="result")
     redraw_canvas(None)
 
@@ -366,7 +366,7 @@ def results_section() -> None:
                       help="Use it as the canvas background and paint changes over it.")
 
 
-def reopen(entry: serving.HistoryEntry) -> None:
+def reopen(entry: jobs.HistoryEntry) -> None:
     s = st.session_state
     s.update(serving.settings_for_widgets(entry.settings, set(DEFAULTS)))
     for hex_color, word in entry.settings.get("region_words", {}).items():

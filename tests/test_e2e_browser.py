@@ -8,6 +8,7 @@ Screenshots of the final pages go to test-artifacts/ (and a small one to docs/ap
 """
 
 import io
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from gradop.cli import main
 from gradop.metadata import read_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +188,19 @@ def downloaded_params(page: Page) -> dict:
     return read_params(Path(download.value.path()).read_bytes())
 
 
-def test_paint_assign_generate_and_download_in_two_tabs_at_once(server, browser):
+def check_regions_command_on_the_drawn_scribble(page: Page, capsys) -> None:
+    """`gradop regions` on what a mouse really drew in Chromium (anti-aliased brush strokes)."""
+    scribble = ARTIFACTS / "scribble.png"
+    page.locator("canvas.lower-canvas").screenshot(path=scribble)
+    capsys.readouterr()
+    assert main(["regions", str(scribble), "--json"]) == 0
+    regions = json.loads(capsys.readouterr().out)
+    assert len(regions) == 2, regions
+    found = sorted(min(colour_distance(r["color"], brush) for r in regions) for brush in (WATER, RED))
+    assert found[-1] < 30, (regions, found)  # each brush colour is one region's colour
+
+
+def test_paint_assign_generate_and_download_in_two_tabs_at_once(server, browser, capsys):
     ARTIFACTS.mkdir(exist_ok=True)
     contexts = [browser.new_context(viewport={"width": 1600, "height": 1100}, accept_downloads=True)
                 for _ in range(2)]
@@ -198,6 +212,7 @@ def test_paint_assign_generate_and_download_in_two_tabs_at_once(server, browser)
         check_model_allow_list(pages[0])
         for page, prompt in zip(pages, prompts):
             paint_and_describe(page, prompt)
+        check_regions_command_on_the_drawn_scribble(pages[0], capsys)
         for page in pages:  # both jobs are queued before either finishes
             page.get_by_role("button", name="Generate", exact=True).click()
         for page in pages:

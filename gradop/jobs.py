@@ -1,0 +1,247 @@
+"""Generation jobs for the web app: a worker thread per job, progress and live previews for the
+page to poll, cancelling, time estimates, one-line failure messages, and the tab's history.
+
+Nothing here imports Streamlit (tests/test_jobs.py drives it directly). The pipeline's own lock
+serialises jobs of different tabs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from gradop.metadata import png_bytes
+from gradop.pipeline import GenerationCancelled, Progress
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- messages and estimates
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    oom_types = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+    if isinstance(error, oom_types):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def user_message(error: BaseException) -> str:
+    """One line for the page about a failure; unexpected ones are logged with their traceback."""
+    if isinstance(error, GenerationCancelled):
+        return "Generation cancelled."
+    if is_out_of_memory(error):
+        return ("Out of memory: choose a smaller canvas size (256 px), fewer images, or fewer gradient "
+                "steps in the advanced settings, then try again.")
+    if isinstance(error, ValueError):  # gradop's user errors, ModelLoadError included
+        text = str(error).strip().splitlines()
+        return text[0] if text else error.__class__.__name__
+    log.error("generation failed", exc_info=error)
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"Generation failed ({error.__class__.__name__}: {first}); try again or lower the settings."
+
+
+# Measured on a 2-core CPU with Stable Diffusion 1.5 at 512 px, fp32 (see shared/STACK.md):
+# seconds for one UNet forward of a CFG batch of 2, one VAE decode, one decode + backward.
+_SD_UNET_PARAMS, _SD_DECODER_PARAMS = 860e6, 49.5e6
+_CPU_UNET_S, _CPU_DECODE_S, _CPU_DECODE_BACKWARD_S = 7.25, 8.8, 21.4
+_calibration: dict[str, float] = {}  # model name -> measured / estimated, learnt from finished jobs
+_param_counts: dict[int, tuple[int, int]] = {}
+
+
+def _model_size(pipeline) -> tuple[int, int]:
+    key = id(pipeline)
+    if key not in _param_counts:
+        unet = sum(p.numel() for p in pipeline.unet.parameters())
+        decoder = sum(p.numel() for p in pipeline.vae.decoder.parameters())
+        _param_counts[key] = (unet, decoder)
+    return _param_counts[key]
+
+
+def estimate_seconds(pipeline, method: str, settings: dict) -> float:
+    """Expected CPU seconds for one generate call (rough; corrected by earlier jobs' timings)."""
+    unet_params, decoder_params = _model_size(pipeline)
+    side = settings.get("height") or pipeline.default_size
+    area = (side / 512) ** 2 * settings.get("num_images", 1)
+    cfg = 1.0 if settings.get("guidance_scale", 7.5) > 1 else 0.5
+    # Small models are bound by per-operation overhead, not arithmetic: hence the floors.
+    unet = max(_CPU_UNET_S * area * cfg * unet_params / _SD_UNET_PARAMS, 0.02)
+    decode = max(_CPU_DECODE_S * area * decoder_params / _SD_DECODER_PARAMS, 0.02)
+    backward = max(_CPU_DECODE_BACKWARD_S * area * decoder_params / _SD_DECODER_PARAMS, 0.05)
+    steps, strength = settings.get("steps", 50), settings.get("strength", 0.8)
+    denoise = min(int(steps * strength), steps)
+    if method == "text":
+        total = steps * unet + decode
+    elif method == "sdedit":
+        total = denoise * unet + 2 * decode  # encode ~ decode
+    elif method == "gradop+":
+        start = int(steps * (1 - strength))
+        window = max(0, min(start + settings.get("iterations", 3), steps - 1) - start)
+        total = steps * unet + window * settings.get("grad_steps", 12) * backward + decode
+    else:  # gradop: text sample, optimisation, img2img
+        total = (steps + denoise) * unet + settings.get("opt_steps", 50) * backward + 3 * decode
+    return total * 1.1 * _calibration.get(pipeline.model_name, 1.0)  # + live previews
+
+
+def record_timing(model_name: str, estimated: float, measured: float) -> None:
+    """Learn how this machine compares with the table (a running geometric mean)."""
+    if estimated <= 0 or measured <= 0:
+        return
+    ratio = measured / estimated * _calibration.get(model_name, 1.0)
+    previous = _calibration.get(model_name)
+    _calibration[model_name] = ratio if previous is None else math.sqrt(previous * ratio)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"about {round(seconds)} s"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+# ----------------------------------------------------------------------------- jobs and history
+
+@dataclass
+class Output:
+    """One generated image with its parameters and its PNG file (parameters in metadata)."""
+
+    caption: str
+    image: Image.Image
+    params: dict
+    png: bytes
+
+    @classmethod
+    def from_result(cls, label: str, result, index: int) -> "Output":
+        params = result.image_params(index)
+        caption = f"{label} · seed {params.get('seed')}"
+        if params.get("num_images", 1) > 1:
+            caption += f" · #{index + 1}"
+        return cls(caption, result.images[index], params, png_bytes(result.images[index], params))
+
+    @property
+    def file_name(self) -> str:
+        return f"gradop_{self.params.get('method', 'image').replace('+', 'plus')}_{self.params.get('seed')}" \
+               f"_{self.params.get('image_index', 0)}.png"
+
+
+@dataclass
+class Run:
+    """One `generate` call of a job: the label shown, the method and its keyword arguments."""
+
+    label: str
+    method: str
+    kwargs: dict
+
+
+class GenerationJob:
+    """Runs `pipeline.generate` for each run on a worker thread; the page polls its state."""
+
+    PREVIEW_SHARE = 0.2  # at most this fraction of the time goes into decoding live previews
+
+    def __init__(self, pipeline, runs: list[Run], *, estimate: float | None = None, meta: dict | None = None):
+        self.pipeline, self.runs, self.estimate = pipeline, runs, estimate
+        self.meta = meta or {}  # whatever the caller wants back with the results (page settings)
+        self.status = "waiting"  # waiting -> running -> done | cancelled | failed
+        self.message: str | None = None
+        self.outputs: list[Output] = []
+        self.losses: list[float] = []
+        self.preview: Image.Image | None = None
+        self.run_index, self.step, self.total, self.phase = 0, 0, 1, ""
+        self.started = time.monotonic()
+        self.elapsed: float | None = None
+        self._preview_seconds = 0.0
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="gradop-job", daemon=True)
+
+    def start(self) -> "GenerationJob":
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelling(self) -> bool:
+        return self._cancel.is_set() and not self.finished
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "cancelled", "failed")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.finished
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, (self.run_index + self.step / max(self.total, 1)) / max(len(self.runs), 1))
+
+    def describe(self) -> str:
+        if self.status == "waiting":
+            return "Waiting for the model: another generation is running."
+        run = self.runs[min(self.run_index, len(self.runs) - 1)]
+        where = f" ({self.run_index + 1}/{len(self.runs)})" if len(self.runs) > 1 else ""
+        return f"{run.label}{where}: {self.phase} step {self.step}/{self.total}"
+
+    def _on_progress(self, progress: Progress) -> None:
+        if self._cancel.is_set():
+            raise GenerationCancelled()
+        self.status = "running"
+        self.step, self.total, self.phase = progress.step, progress.total, progress.phase
+        elapsed = time.monotonic() - self.started
+        if progress.latents is not None and self._preview_seconds <= self.PREVIEW_SHARE * elapsed:
+            began = time.monotonic()
+            self.preview = self.pipeline.preview(progress.latents)
+            self._preview_seconds += time.monotonic() - began
+
+    def _work(self) -> None:
+        try:
+            for index, run in enumerate(self.runs):
+                self.run_index, self.step = index, 0
+                if self._cancel.is_set():
+                    raise GenerationCancelled()
+                result = self.pipeline.generate(run.method, callback=self._on_progress, **run.kwargs)
+                self.outputs += [Output.from_result(run.label, result, i) for i in range(len(result.images))]
+                self.losses += result.losses
+            self.status = "done"
+        except GenerationCancelled as error:
+            self.message, self.status = user_message(error), "cancelled"
+        except BaseException as error:  # noqa: BLE001 - every failure becomes a message on the page
+            self.message, self.status = user_message(error), "failed"
+        finally:
+            self.elapsed = time.monotonic() - self.started
+            if self.status == "done" and self.estimate:
+                record_timing(self.pipeline.model_name, self.estimate, self.elapsed)
+
+
+@dataclass
+class HistoryEntry:
+    """One finished job of this browser tab: its outputs and the page settings that made it."""
+
+    number: int
+    settings: dict
+    outputs: list[Output]
+    drawing: dict | None = None  # the canvas's Fabric JSON, to restore the strokes on the canvas
+    strokes: Image.Image | None = None  # their pixels, until the restored canvas reports its own
+    background: Image.Image | None = None  # the photo or result they were painted over
+    created: float = field(default_factory=time.time)
+
+    @property
+    def title(self) -> str:
+        prompt = self.settings.get("prompt", "")
+        short = prompt if len(prompt) <= 48 else prompt[:47] + "…"
+        return f"#{self.number} · {self.settings.get('method', '?')} · seed {self.settings.get('seed')} · {short}"
+
+
+def add_to_history(history: list[HistoryEntry], entry: HistoryEntry, limit: int = 12) -> list[HistoryEntry]:
+    """Newest first, at most `limit` entries (each holds images in the tab's memory)."""
+    return [entry, *history][:limit]
