@@ -191,7 +191,7 @@ def downloaded_params(page: Page) -> dict:
 def check_regions_command_on_the_drawn_scribble(page: Page, capsys) -> None:
     """`gradop regions` on what a mouse really drew in Chromium (anti-aliased brush strokes)."""
     scribble = ARTIFACTS / "scribble.png"
-    page.locator("canvas.lower-canvas").screenshot(path=scribble)
+    page.locator("canvas.dc-canvas.lower-canvas").screenshot(path=scribble)
     capsys.readouterr()
     assert main(["regions", str(scribble), "--json"]) == 0
     regions = json.loads(capsys.readouterr().out)
