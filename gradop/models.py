@@ -11,7 +11,10 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# The embedded default: gradop's own small model (pretrained_models/gradop-demo), offline on a CPU.
+# Real Stable Diffusion is one setting away: --model / GRADOP_MODEL = STABLE_DIFFUSION.
+DEFAULT_MODEL = "gradop-demo"
+STABLE_DIFFUSION = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # DDIM as in the official GradOP+ release (SD 1.x/2.x training betas; eta is a call argument).
@@ -28,7 +31,19 @@ def _tiny_random() -> dict:
     return tiny_components(seed=0)
 
 
-BUILTIN_MODELS = {"tiny-random": _tiny_random}  # random weights: mechanics only, outputs are noise
+def _gradop_demo() -> dict:
+    # gradop's own small model, trained on the procedural world (pretrained_models/gradop-demo).
+    from diffusers import StableDiffusionPipeline
+
+    folder = Path(__file__).resolve().parents[1] / "pretrained_models" / "gradop-demo"
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(f"the demo model is missing ({folder}); reinstall gradop from its repository")
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                                   safety_checker=None, requires_safety_checker=False)
+    return {name: module for name, module in pipe.components.items()}
+
+
+BUILTIN_MODELS = {"tiny-random": _tiny_random, "gradop-demo": _gradop_demo}  # tiny-random: mechanics only, outputs are noise
 
 
 class ModelLoadError(ValueError):

@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from gradop import models
+
 
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- configuration
 
-# The model a server offers when the operator names none. Change this one constant when the
-# trained offline demo model ships.
-DEFAULT_MODEL = "tiny-random"
+# The model a server offers when the operator names none: the library's embedded default.
+DEFAULT_MODEL = models.DEFAULT_MODEL
 # Models whose outputs are meaningless: the page shows a banner while one is in use.
 TEST_MODELS = frozenset({"tiny-random"})
 

@@ -1,0 +1,248 @@
+"""The procedural landscape world: a seeded scene sampler and the geometry every renderer shares.
+
+A scene is a small dict of parameters (sky kind, horizon, which objects, their places and
+colours), drawn from one numpy Generator. `layers(scene, size)` turns it into the ordered list
+of (class id, coverage mask, extra) that the photo, strokes and mask renderers all paint from,
+so the three views of a scene always agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+CLASSES = (
+    "sky", "cloud", "sun", "moon", "mountain", "hill", "water", "grass", "sand", "snow", "tree", "house",
+)
+CLASS_ID = {name: i for i, name in enumerate(CLASSES)}
+# Classes a caption mentions when present (sky is always there; it is described, not counted).
+OPTIONAL_CLASSES = tuple(c for c in CLASSES if c != "sky")
+GROUNDS = ("grass", "sand", "snow")
+SKIES = ("day", "sunset", "night")
+WATERS = ("lake", "river", "sea")
+HOUSE_COLOURS = {
+    "red": (0.70, 0.16, 0.12), "blue": (0.20, 0.35, 0.70), "yellow": (0.88, 0.74, 0.25),
+    "white": (0.88, 0.87, 0.82), "brown": (0.48, 0.31, 0.17),
+}
+
+
+def value_noise(rng: np.random.Generator, size: int, cells: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Smooth noise in about [-1, 1]: a random cells x cells grid, bicubically upsampled."""
+    gh, gw = shape or (cells, cells)
+    grid = rng.uniform(-1, 1, (gh + 1, gw + 1)).astype(np.float32)
+    return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.Resampling.BICUBIC))
+
+
+def sample_scene(seed: int) -> dict:
+    """A random landscape description; every draw comes from `seed`."""
+    rng = np.random.default_rng(seed)
+    s: dict = {"seed": int(seed)}
+    s["sky"] = str(rng.choice(SKIES, p=[0.45, 0.3, 0.25]))
+    s["horizon"] = float(rng.uniform(0.38, 0.6))
+    s["ground"] = str(rng.choice(GROUNDS, p=[0.5, 0.25, 0.25]))
+    if s["sky"] == "night":
+        s["sun"], s["moon"] = None, (dict(x=float(rng.uniform(0.12, 0.88)), y=float(rng.uniform(0.08, s["horizon"] - 0.15)),
+                                          r=float(rng.uniform(0.05, 0.08)), phase=float(rng.uniform(0, 1))) if rng.random() < 0.6 else None)
+    else:
+        s["moon"] = None
+        if rng.random() < 0.55:
+            low = s["sky"] == "sunset"
+            y = rng.uniform(s["horizon"] - 0.2, s["horizon"] - 0.08) if low else rng.uniform(0.08, s["horizon"] - 0.14)
+            s["sun"] = dict(x=float(rng.uniform(0.12, 0.88)), y=float(y), r=float(rng.uniform(0.05, 0.085)))
+        else:
+            s["sun"] = None
+    s["clouds"] = [
+        dict(x=float(rng.uniform(0.05, 0.95)), y=float(rng.uniform(0.05, s["horizon"] - 0.12)),
+             w=float(rng.uniform(0.12, 0.28)), h=float(rng.uniform(0.05, 0.09)), blobs=int(rng.integers(3, 6)),
+             sub=int(rng.integers(0, 2**31)))
+        for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.45 else 0)
+    ]
+    s["mountains"] = [
+        dict(x=float(rng.uniform(0.0, 1.0)), h=float(rng.uniform(0.14, 0.3)), w=float(rng.uniform(0.18, 0.4)))
+        for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.45 else 0)
+    ]
+    s["mountain_tone"] = int(rng.integers(0, 3))
+    s["snowcaps"] = bool(rng.random() < 0.5)
+    s["hills"] = (dict(h=float(rng.uniform(0.05, 0.12)), f=float(rng.uniform(1.0, 3.0)), p=float(rng.uniform(0, 6.28)))
+                  if rng.random() < 0.35 else None)
+    water = str(rng.choice(WATERS)) if rng.random() < 0.5 else None
+    if water == "sea" and s["ground"] == "snow":
+        water = "lake"
+    hz = s["horizon"]
+    if water == "lake":
+        s["water"] = dict(kind="lake", x=float(rng.uniform(0.25, 0.75)), y=float(rng.uniform(hz + 0.12, min(hz + 0.3, 0.82))),
+                          rx=float(rng.uniform(0.16, 0.32)), ry=float(rng.uniform(0.05, 0.1)))
+    elif water == "river":
+        s["water"] = dict(kind="river", x=float(rng.uniform(0.3, 0.7)), a=float(rng.uniform(0.04, 0.15)),
+                          f=float(rng.uniform(1.5, 4.0)), p=float(rng.uniform(0, 6.28)), w=float(rng.uniform(0.08, 0.16)))
+    elif water == "sea":
+        s["water"] = dict(kind="sea", bottom=float(rng.uniform(hz + 0.12, min(hz + 0.3, 0.85))))
+    else:
+        s["water"] = None
+    n_trees = 0
+    if rng.random() < 0.5:
+        s["forest"] = bool(rng.random() < 0.3)
+        n_trees = int(rng.integers(8, 16)) if s["forest"] else int(rng.integers(1, 5))
+    else:
+        s["forest"] = False
+    s["pine"] = bool(rng.random() < (0.75 if s["ground"] == "snow" else 0.45))
+    s["trees"] = [dict(x=float(rng.uniform(0.04, 0.96)), y=float(rng.uniform(hz + 0.06, 0.97)),
+                       s=float(rng.uniform(0.8, 1.25))) for _ in range(n_trees)]
+    if s["forest"]:  # a forest is a dense band of trees close to the horizon
+        band = rng.uniform(hz + 0.05, min(hz + 0.2, 0.8))
+        for t in s["trees"]:
+            t["y"] = float(np.clip(band + rng.normal(0, 0.04), hz + 0.05, 0.97))
+    s["houses"] = [
+        dict(x=float(rng.uniform(0.12, 0.88)), y=float(rng.uniform(hz + 0.1, 0.9)), s=float(rng.uniform(0.85, 1.2)),
+             colour=str(rng.choice(list(HOUSE_COLOURS))), roof=int(rng.integers(0, 3)))
+        for _ in range(int(rng.choice([1, 1, 1, 2])) if rng.random() < 0.4 else 0)
+    ]
+    s["wooden"] = bool(rng.random() < 0.3)
+    s["house_word"] = str(rng.choice(["house", "hut", "cabin", "cottage"]))
+    s["style"] = int(rng.integers(0, 2**31))  # seed for colours, textures and stroke sloppiness
+    _drop_hidden(s)
+    return s
+
+
+def _drop_hidden(s: dict) -> None:
+    # Objects must stay visible (so captions never name what cannot be seen): keep trees and
+    # houses out of water, and trees from covering houses completely.
+    w = s["water"]
+    if w is None:
+        return
+
+    def in_water(x, y):
+        if w["kind"] == "lake":
+            return ((x - w["x"]) / (w["rx"] + 0.05)) ** 2 + ((y - w["y"]) / (w["ry"] + 0.05)) ** 2 < 1
+        if w["kind"] == "sea":
+            return y < w["bottom"] + 0.05
+        cx = w["x"] + w["a"] * np.sin(w["f"] * y * 6.28 + w["p"])
+        half = w["w"] * (0.3 + (y - s["horizon"]) / (1 - s["horizon"])) / 2 + 0.06
+        return abs(x - cx) < half
+
+    s["trees"] = [t for t in s["trees"] if not in_water(t["x"], t["y"])]
+    if s["forest"] and len(s["trees"]) < 5:
+        s["forest"] = False
+    s["houses"] = [h for h in s["houses"] if not in_water(h["x"], h["y"])]
+
+
+def scene_classes(scene: dict) -> set[str]:
+    """The classes a scene contains (before any occlusion), from its description."""
+    out = {"sky", scene["ground"]}
+    if scene["sun"]:
+        out.add("sun")
+    if scene["moon"]:
+        out.add("moon")
+    if scene["clouds"]:
+        out.add("cloud")
+    if scene["mountains"]:
+        out.add("mountain")
+    if scene["hills"]:
+        out.add("hill")
+    if scene["water"]:
+        out.add("water")
+    if scene["trees"]:
+        out.add("tree")
+    if scene["houses"]:
+        out.add("house")
+    return out
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    return (yy + 0.5) / size, (xx + 0.5) / size
+
+
+def layers(scene: dict, size: int) -> list[tuple[int, np.ndarray, dict]]:
+    """Coverage masks in drawing order, each (class id, bool mask (size, size), extra data)."""
+    yy, xx = _grid(size)
+    rng = np.random.default_rng(scene["style"] + 1)
+    hz = scene["horizon"]
+    out: list[tuple[int, np.ndarray, dict]] = [(CLASS_ID["sky"], yy < hz + 0.02, {})]
+    if scene["sun"]:
+        sun = scene["sun"]
+        out.append((CLASS_ID["sun"], (xx - sun["x"]) ** 2 + (yy - sun["y"]) ** 2 < sun["r"] ** 2, {}))
+    if scene["moon"]:
+        m = scene["moon"]
+        disc = (xx - m["x"]) ** 2 + (yy - m["y"]) ** 2 < m["r"] ** 2
+        if m["phase"] < 0.4:  # crescent: cut a shifted disc out
+            disc &= (xx - m["x"] - 0.6 * m["r"]) ** 2 + (yy - m["y"] + 0.2 * m["r"]) ** 2 > (0.85 * m["r"]) ** 2
+        out.append((CLASS_ID["moon"], disc, {}))
+    for c in scene["clouds"]:
+        crng = np.random.default_rng(c["sub"])
+        mask = np.zeros((size, size), bool)
+        for _ in range(c["blobs"]):
+            bx = c["x"] + crng.uniform(-0.5, 0.5) * c["w"]
+            by = c["y"] + crng.uniform(-0.3, 0.2) * c["h"]
+            rx, ry = c["w"] * crng.uniform(0.25, 0.45), c["h"] * crng.uniform(0.5, 0.9)
+            mask |= ((xx - bx) / rx) ** 2 + ((yy - by) / ry) ** 2 < 1
+        mask &= (yy < c["y"] + 0.45 * c["h"])  # flat cloud bottoms
+        out.append((CLASS_ID["cloud"], mask, {"y": c["y"], "h": c["h"]}))
+    if scene["mountains"]:
+        x1 = xx[0]
+        ridge = np.full(size, 10.0, np.float32)
+        side = np.zeros(size, np.float32)
+        jag = value_noise(rng, size, 12)[0] * 0.02 + value_noise(rng, size, 30)[0] * 0.008
+        for m in scene["mountains"]:
+            prof = hz - m["h"] * np.clip(1 - np.abs(x1 - m["x"]) / m["w"], 0, 1) + jag
+            prof = np.where(np.abs(x1 - m["x"]) < m["w"], prof, 10.0)
+            better = prof < ridge
+            side = np.where(better, np.sign(x1 - m["x"]), side)
+            ridge = np.minimum(ridge, prof)
+        mask = (yy > ridge[None, :]) & (yy < hz + 0.02)
+        out.append((CLASS_ID["mountain"], mask, {"ridge": ridge, "side": side}))
+    if scene["hills"]:
+        h = scene["hills"]
+        ridge = hz - h["h"] * (0.6 + 0.4 * np.sin(h["f"] * 6.28 * xx[0] + h["p"]))
+        out.append((CLASS_ID["hill"], (yy > ridge[None, :]) & (yy < hz + 0.03), {"ridge": ridge}))
+    out.append((CLASS_ID[scene["ground"]], yy >= hz, {}))
+    w = scene["water"]
+    if w:
+        if w["kind"] == "lake":
+            shore = value_noise(rng, size, 8) * 0.12
+            mask = ((xx - w["x"]) / w["rx"]) ** 2 + ((yy - w["y"]) / w["ry"]) ** 2 < 1 + shore
+        elif w["kind"] == "sea":
+            mask = (yy >= hz) & (yy < w["bottom"] + value_noise(rng, size, 6)[0][None, :] * 0.02)
+        else:
+            depth = np.clip((yy - hz) / (1 - hz), 0, 1)
+            cx = w["x"] + w["a"] * np.sin(w["f"] * yy * 6.28 + w["p"])
+            mask = (yy >= hz) & (np.abs(xx - cx) < w["w"] * (0.15 + depth) / 2)
+        out.append((CLASS_ID["water"], mask & (yy >= hz - 0.005), {"kind": w["kind"]}))
+    # Trees and houses in depth order (far first), sized by perspective.
+    things = [("tree", t) for t in scene["trees"]] + [("house", h) for h in scene["houses"]]
+    things.sort(key=lambda p: p[1]["y"])
+    for kind, t in things:
+        depth = 0.55 + 0.9 * (t["y"] - hz) / (1 - hz)
+        if kind == "tree":
+            hgt = 0.16 * depth * t["s"]
+            top = t["y"] - hgt
+            trunk = (np.abs(xx - t["x"]) < 0.012 * depth + 0.004) & (yy < t["y"]) & (yy > t["y"] - hgt * 0.35)
+            if scene["pine"]:
+                frac = (yy - top) / (hgt * 0.85)
+                crown = (frac > 0) & (frac < 1) & (np.abs(xx - t["x"]) < frac * 0.32 * hgt + 0.004)
+            else:
+                cy, r = top + hgt * 0.38, hgt * 0.4
+                crown = ((xx - t["x"]) ** 2 + ((yy - cy) / 1.1) ** 2) < r**2
+            out.append((CLASS_ID["tree"], crown | trunk, {"x": t["x"], "top": top, "hgt": hgt, "crown": crown}))
+        else:
+            wdt, hgt = 0.16 * depth * t["s"], 0.1 * depth * t["s"]
+            base = t["y"]
+            body = (np.abs(xx - t["x"]) < wdt / 2) & (yy < base) & (yy > base - hgt)
+            rf = (base - hgt - yy) / (hgt * 0.7)
+            roof = (rf >= 0) & (rf < 1) & (np.abs(xx - t["x"]) < (1 - rf) * (wdt / 2 + 0.015))
+            out.append((CLASS_ID["house"], body | roof, {"x": t["x"], "base": base, "w": wdt, "h": hgt, "roof": roof,
+                                                          "colour": t["colour"], "roof_tone": t["roof"]}))
+    return out
+
+
+def label_map(scene: dict, size: int, layer_list=None) -> np.ndarray:
+    """Per-pixel class ids (uint8, (size, size)): the last layer that covers each pixel."""
+    labels = np.zeros((size, size), np.uint8)
+    for cls, mask, _ in layer_list if layer_list is not None else layers(scene, size):
+        labels[mask] = cls
+    return labels
+
+
+# Seeds from here on are never used for training data (train/render_dataset.py renders from 0):
+# the judge and model evaluations draw their held-out scenes above it.
+HELDOUT_SEED = 1_000_000

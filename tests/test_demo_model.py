@@ -1,0 +1,83 @@
+"""The shipped demo model (pretrained_models/gradop-demo) and its judge: load offline, generate,
+and the generations show what their captions ask for. Few steps and seeds keep this fast; the
+full measurements are bench/demo_model_eval.py."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gradop.images import pil_to_tensor
+from gradop.pipeline import GradopPipeline
+from gradop.world import render_masks, render_photo, render_strokes, sample_scene, to_pil
+from gradop.world.judge import DEFAULT_JUDGE, load_judge
+from gradop.world.scene import HELDOUT_SEED
+
+DEMO = Path(__file__).resolve().parents[1] / "pretrained_models" / "gradop-demo"
+STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def demo_pipe() -> GradopPipeline:
+    return GradopPipeline.from_pretrained(str(DEMO), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return load_judge(DEFAULT_JUDGE)
+
+
+def test_shipped_files_are_small_safetensors():
+    files = [p for p in DEMO.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".ckpt", ".pt", ".pth")]
+    assert weights and all(p.suffix == ".safetensors" for p in weights)
+    assert (DEMO / "README.md").is_file()
+
+
+def test_loads_offline_by_folder_and_by_builtin_name(demo_pipe):
+    assert demo_pipe.default_size == 64
+    assert demo_pipe.vae_scale_factor == 4
+    by_name = GradopPipeline.from_pretrained("gradop-demo", device="cpu")
+    assert by_name.unet.config.block_out_channels == demo_pipe.unet.config.block_out_channels
+    a = demo_pipe.generate("text", "a meadow under a blue sky", steps=3, seed=1).images[0]
+    b = by_name.generate("text", "a meadow under a blue sky", steps=3, seed=1).images[0]
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_judge_segments_held_out_photos(judge):
+    scenes = [sample_scene(HELDOUT_SEED + 500 + i) for i in range(8)]
+    x = torch.from_numpy(np.stack([render_photo(s) for s in scenes])).permute(0, 3, 1, 2)
+    y = torch.from_numpy(np.stack([render_masks(s) for s in scenes])).long()
+    assert (judge.segment(x) == y).float().mean() > 0.85
+    strokes = torch.from_numpy(np.stack([render_strokes(s) for s in scenes])).permute(0, 3, 1, 2)
+    assert judge.realism(x).mean() > judge.realism(strokes).mean() + 0.3
+
+
+@pytest.mark.parametrize("prompt, ground", [
+    ("a photo of a grassy meadow under a blue sky", "grass"),
+    ("a photo of a sandy beach under a blue sky", "sand"),
+    ("a photo of a snowy field under a clear blue sky", "snow"),
+])
+def test_judge_recognises_the_main_class_of_generations(demo_pipe, judge, prompt, ground):
+    images = [demo_pipe.generate("text", prompt, steps=STEPS, seed=seed).images[0] for seed in (0, 1)]
+    x = torch.cat([pil_to_tensor(im) for im in images])
+    assert judge.main_class(x, among=("grass", "sand", "snow")) == [ground, ground]
+
+
+def test_gradop_plus_follows_the_strokes(demo_pipe):
+    from gradop.painting import make_painting_fn
+
+    scene = sample_scene(HELDOUT_SEED + 77)
+    strokes = to_pil(render_strokes(scene))
+    from gradop.world import caption
+
+    text = caption(scene)
+    guided = demo_pipe.generate("gradop+", text, strokes, steps=STEPS, seed=0)
+    free = demo_pipe.generate("text", text, steps=STEPS, seed=0)
+    assert guided.images[0].size == (64, 64) and guided.losses
+    paint = make_painting_fn("blur", 64, 64)
+    target = paint(pil_to_tensor(strokes))
+    l2 = [float((paint(pil_to_tensor(r.images[0])) - target).pow(2).mean()) for r in (guided, free)]
+    assert l2[0] < l2[1]

@@ -1,0 +1,86 @@
+"""The procedural world: deterministic, sane renderers and captions that match the scene."""
+
+import numpy as np
+import pytest
+
+from gradop.world import (CLASSES, CLASS_ID, OPTIONAL_CLASSES, VOCABULARY, caption, caption_classes, render_masks,
+                          render_photo, render_strokes, sample_scene, scene_classes)
+
+SEEDS = range(12)
+
+
+def test_same_seed_same_scene_and_images():
+    for seed in (0, 5, 123):
+        a, b = sample_scene(seed), sample_scene(seed)
+        assert a == b
+        assert np.array_equal(render_photo(a), render_photo(b))
+        assert np.array_equal(render_strokes(a), render_strokes(b))
+        assert np.array_equal(render_masks(a), render_masks(b))
+        assert caption(a) == caption(b)
+    assert not np.array_equal(render_photo(sample_scene(1)), render_photo(sample_scene(2)))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_renderers_shapes_ranges_and_masks(seed):
+    scene = sample_scene(seed)
+    photo, strokes, masks = render_photo(scene), render_strokes(scene), render_masks(scene)
+    assert photo.shape == strokes.shape == (64, 64, 3) and masks.shape == (64, 64)
+    assert photo.dtype == strokes.dtype == np.float32 and masks.dtype == np.uint8
+    assert 0 <= photo.min() and photo.max() <= 1 and 0 <= strokes.min() and strokes.max() <= 1
+    assert masks.max() < len(CLASSES)
+    present = {CLASSES[c] for c in np.unique(masks)}
+    # Every visible class is one the scene description holds; sky and ground always show.
+    assert present <= scene_classes(scene)
+    assert {"sky", scene["ground"]} <= present
+
+
+def test_visible_classes_mostly_match_the_description():
+    # Objects can be hidden (a sun behind a mountain), but rarely.
+    hits = total = 0
+    for seed in range(60):
+        scene = sample_scene(seed)
+        present = {CLASSES[c] for c in np.unique(render_masks(scene))}
+        hits += len(present & scene_classes(scene))
+        total += len(scene_classes(scene))
+    assert hits / total > 0.95
+
+
+def test_strokes_look_painted_and_photos_do_not():
+    for seed in SEEDS:
+        scene = sample_scene(seed)
+        photo, strokes = render_photo(scene), render_strokes(scene)
+        n_photo = len(np.unique((photo * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+        n_strokes = len(np.unique((strokes * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+        assert n_photo > 4 * n_strokes  # photos: shading and texture; strokes: a few flat colours
+        # High-frequency detail: photos vary more between neighbouring pixels inside regions.
+        masks = render_masks(scene)
+        same = masks[:, 1:] == masks[:, :-1]
+        d_photo = np.median(np.abs(np.diff(photo, axis=1)).sum(-1)[same])
+        d_strokes = np.median(np.abs(np.diff(strokes, axis=1)).sum(-1)[same])
+        assert d_photo > d_strokes
+    # White canvas shows through somewhere in most paintings.
+    white = [(render_strokes(sample_scene(s)) > 0.99).all(-1).mean() for s in range(30)]
+    assert np.mean([w > 0 for w in white]) > 0.7
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_captions_name_every_optional_class(seed):
+    scene = sample_scene(seed)
+    text = caption(scene)
+    assert text == text.strip() and "  " not in text and len(text.split()) <= 40
+    named = caption_classes(text) & set(OPTIONAL_CLASSES)
+    assert named == scene_classes(scene) - {"sky"}, text
+
+
+def test_caption_words_are_single_tokens():
+    from gradop.world.demo_model import MAX_TOKENS, demo_tokenizer
+
+    tok = demo_tokenizer()
+    assert all(len(tok(w).input_ids) == 3 for w in VOCABULARY)
+    for seed in range(200):
+        assert len(tok(caption(sample_scene(seed))).input_ids) <= MAX_TOKENS
+
+
+def test_class_table():
+    assert len(CLASSES) >= 10 and CLASS_ID["sky"] == 0
+    assert set(OPTIONAL_CLASSES) == set(CLASSES) - {"sky"}
