@@ -181,15 +181,15 @@ def test_bad_calls_give_clear_errors(tiny_pipe, strokes, tmp_path):
 
 def test_regions_and_attention_maps_through_every_method(tiny_pipe, strokes):
     regions = {"#285adc": "fox", "#c83228": "tree"}
+    fast = dict(steps=2, grad_steps=1, opt_steps=1, seed=1)
     for method in METHODS:
-        controlled = tiny_pipe.generate(method, PROMPT, strokes, steps=3, grad_steps=1, opt_steps=2, seed=1,
-                                        regions=regions, region_strength=1.0, attention_maps=True)
-        plain = tiny_pipe.generate(method, PROMPT, strokes, steps=3, grad_steps=1, opt_steps=2, seed=1)
+        controlled = tiny_pipe.generate(method, PROMPT, strokes, regions=regions, region_strength=1.0,
+                                        attention_maps=True, **fast)
+        plain = tiny_pipe.generate(method, PROMPT, strokes, **fast)
         assert not np.array_equal(pixels(controlled), pixels(plain)), method
         assert [r["word"] for r in controlled.params["regions"]] == ["fox", "tree"]
         assert controlled.attention_maps is not None and plain.attention_maps is None
-        off = tiny_pipe.generate(method, PROMPT, strokes, steps=3, grad_steps=1, opt_steps=2, seed=1,
-                                 regions=regions, region_strength=0.0)
+        off = tiny_pipe.generate(method, PROMPT, strokes, regions=regions, region_strength=0.0, **fast)
         assert np.array_equal(pixels(off), pixels(plain)), method  # w' = 0 is exactly the plain call
 
 
