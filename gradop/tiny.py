@@ -21,7 +21,7 @@ WHOLE_WORDS = (
 TINY_SIZE = 64  # default output side in pixels (latent 8x8)
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def byte_alphabet() -> dict[int, str]:
     # The byte-level BPE alphabet: printable bytes map to themselves, the rest to code points
     # above 255, so every byte is a visible character in vocab.json.
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
@@ -36,23 +36,28 @@ def _bytes_to_unicode() -> dict[int, str]:
     return chars
 
 
+def word_merges(word: str) -> list[tuple[str, str]]:
+    """BPE merges that make `word` one token, left to right: w o -> wo, wo r -> wor, ...,
+    the last piece with "</w>". Empty for one-letter words (already a token)."""
+    merges, prefix = [], word[0]
+    for i, ch in enumerate(word[1:], start=1):
+        piece = ch + "</w>" if i == len(word) - 1 else ch
+        merges.append((prefix, piece))
+        prefix += piece
+    return merges
+
+
 def tiny_tokenizer():
     from transformers import CLIPTokenizer
 
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(byte_alphabet().values())
     tokens = alphabet + [c + "</w>" for c in alphabet]
     merges: list[tuple[str, str]] = []
     for word in WHOLE_WORDS:
-        if len(word) == 1:
-            continue
-        # Merge left to right: w o -> wo, wo r -> wor, ... and the last piece with "</w>".
-        prefix = word[0]
-        for i, ch in enumerate(word[1:], start=1):
-            piece = ch + "</w>" if i == len(word) - 1 else ch
-            merges.append((prefix, piece))
-            prefix = prefix + piece
-            if prefix not in tokens:
-                tokens.append(prefix)
+        for left, right in word_merges(word):
+            merges.append((left, right))
+            if left + right not in tokens:
+                tokens.append(left + right)
     merges = list(dict.fromkeys(merges))
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradop.world.scene import CLASSES
 
 COUNT_WORDS = {2: "two", 3: "three"}
 

@@ -15,35 +15,13 @@ from __future__ import annotations
 
 import torch
 
+from gradop.tiny import byte_alphabet, word_merges
 from gradop.world.captions import VOCABULARY
 
 IMAGE_SIZE = 64
 LATENT_SIZE = 16
 MAX_TOKENS = 48
 TEXT_WIDTH = 64
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    # GPT-2/CLIP byte-level alphabet: every byte becomes one visible character.
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return out
-
-
-def _word_merges(word: str) -> list[tuple[str, str]]:
-    # Left-to-right chain: w o -> wo, wo r -> wor, ..., last piece with "</w>".
-    merges, prefix = [], word[0]
-    for i, ch in enumerate(word[1:], start=1):
-        piece = ch + "</w>" if i == len(word) - 1 else ch
-        merges.append((prefix, piece))
-        prefix += piece
-    return merges
 
 
 def _bpe(word: str, ranks: dict) -> list[str]:
@@ -67,13 +45,13 @@ def demo_tokenizer(words=VOCABULARY):
     # their chain to the front, until none do (a deterministic fixed point; checked below).
     order = sorted(words, key=lambda w: (-len(w), w))
     for _ in range(50):
-        merges = list(dict.fromkeys(m for w in order for m in _word_merges(w)))
+        merges = list(dict.fromkeys(m for w in order for m in word_merges(w)))
         ranks = {m: i for i, m in enumerate(merges)}
         broken = [w for w in order if len(_bpe(w, ranks)) != 1]
         if not broken:
             break
         order = broken + [w for w in order if w not in broken]
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(byte_alphabet().values())
     tokens = alphabet + [c + "</w>" for c in alphabet] + [a + b for a, b in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
