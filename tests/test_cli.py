@@ -125,3 +125,10 @@ def test_regions_listing_and_region_flags(tiny_model_dir, stroke_file, tmp_path,
     code = main(["generate", "--strokes", str(stroke_file), "--prompt", "a lake", "--out", str(out),
                  "--model", str(tiny_model_dir), "--region", "#00ff00=lake"])
     assert code == 2 and "no region has colour #00ff00" in capsys.readouterr().err
+
+
+def test_without_a_model_the_embedded_demo_model_is_used_offline(stroke_file, tmp_path):
+    out = tmp_path / "demo.png"
+    assert main(["generate", "--strokes", str(stroke_file), "--prompt", "a red hut beside a lake", "--out", str(out),
+                 "--steps", "3", "--grad-steps", "1", "--seed", "0"]) == 0
+    assert read_params(out)["model"] == "gradop-demo" and Image.open(out).size == (64, 64)

@@ -149,3 +149,8 @@ def test_text_colour_for_palette_buttons():
 
 def test_settings_for_widgets_keeps_known_keys_only():
     assert serving.settings_for_widgets({"prompt": "p", "gone": 1}, {"prompt", "seed"}) == {"prompt": "p"}
+
+
+def test_the_app_serves_the_embedded_demo_model_without_a_noise_banner():
+    config = serving.resolve_config([], {})
+    assert config.model == "gradop-demo" and config.model not in serving.TEST_MODELS
