@@ -18,7 +18,8 @@ DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # scaled latents -> images (B
 
 def painting_loss(images: torch.Tensor, target: torch.Tensor, painting: PaintingFn) -> torch.Tensor:
     """L(f(x), y): mean squared error between the painted output and the strokes."""
-    return F.mse_loss(painting(images), target.to(images))
+    painted = painting(images)
+    return F.mse_loss(painted, target.to(painted).expand_as(painted))  # one target for the whole batch
 
 
 def optimize_latents(
