@@ -126,26 +126,14 @@ def _drop_hidden(s: dict) -> None:
     s["houses"] = [h for h in s["houses"] if not in_water(h["x"], h["y"])]
 
 
+# Scene entry -> the class it adds when present (non-empty).
+_ENTRY_CLASSES = {"sun": "sun", "moon": "moon", "clouds": "cloud", "mountains": "mountain", "hills": "hill",
+                  "water": "water", "trees": "tree", "houses": "house"}
+
+
 def scene_classes(scene: dict) -> set[str]:
     """The classes a scene contains (before any occlusion), from its description."""
-    out = {"sky", scene["ground"]}
-    if scene["sun"]:
-        out.add("sun")
-    if scene["moon"]:
-        out.add("moon")
-    if scene["clouds"]:
-        out.add("cloud")
-    if scene["mountains"]:
-        out.add("mountain")
-    if scene["hills"]:
-        out.add("hill")
-    if scene["water"]:
-        out.add("water")
-    if scene["trees"]:
-        out.add("tree")
-    if scene["houses"]:
-        out.add("house")
-    return out
+    return {"sky", scene["ground"]} | {cls for entry, cls in _ENTRY_CLASSES.items() if scene[entry]}
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
