@@ -75,7 +75,7 @@ def test_gradop_plus_optimises_in_the_release_window(tiny_pipe, strokes):
     optimising = [i for i, phase in enumerate(phases) if phase == "optimising"]
     assert len(sampled) == 10 and len(optimising) == 6 and len(result.losses) == 6
     assert optimising == [3, 4, 6, 7, 9, 10]  # two Adam steps after each of sampling events 2, 3, 4
-    assert result.params | {} == result.params and result.params["iterations"] == 3
+    assert result.params["iterations"] == 3 and result.params["grad_steps"] == 2 and result.params["strength"] == 0.8
 
 
 def test_gradop_plus_with_an_empty_window_is_plain_text2img(tiny_pipe, strokes):
