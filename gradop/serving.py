@@ -159,8 +159,9 @@ def text_color(background: str) -> str:
 
 
 def generation_side(model_side: int, canvas_side: int) -> int:
-    """Output side: toy models (native < 256 px) keep their native size, real ones follow the canvas."""
-    return model_side if model_side < 256 else canvas_side
+    """Output side: small models keep their native size, real ones follow the (square) canvas."""
+    fitted = models.small_model_size(model_side, (canvas_side, canvas_side))
+    return canvas_side if fitted is None else fitted[0]
 
 
 def for_display(image: Image.Image, min_side: int = 256) -> Image.Image:
