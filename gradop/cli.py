@@ -174,7 +174,8 @@ def plan_outputs(args, methods) -> tuple[dict[str, list[Path]], Path | None, Pat
     from gradop.metadata import image_paths
     from gradop.outputs import check_outputs
 
-    out, maps = args.out, args.attention_maps
+    out = args.out.expanduser()
+    maps = args.attention_maps.expanduser() if args.attention_maps is not None else None
     for flag, path in (("--out", out), ("--attention-maps", maps)):
         if path is not None and path.suffix.lower() != ".png":
             raise ValueError(f"{flag} '{path}' must end in .png (the parameters are stored as PNG text)")

@@ -55,17 +55,19 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def ensure_writable_folder(folder: Path, flag: str) -> None:
-    """Create `folder` if needed and prove that a file can be written there (a probe, removed)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"cannot create the folder '{folder}' for {flag}: {error.strerror or error}") from None
-    probe = folder / f".gradop-write-test-{secrets.token_hex(4)}"
+    """Prove that a file can be written in `folder`, or in the nearest existing folder above it
+    (where the missing ones will be created): a probe file is made there and removed."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot create the folder '{folder}' for {flag}: '{existing}' is a file")
+    probe = existing / f".gradop-write-test-{secrets.token_hex(4)}"
     try:
         probe.open("xb").close()
         probe.unlink()
     except OSError as error:
-        raise ValueError(f"cannot write to the folder '{folder}' for {flag} ({error.strerror or error}); "
+        raise ValueError(f"cannot write to the folder '{existing}' for {flag} ({error.strerror or error}); "
                          "choose a writable place") from None
 
 
@@ -79,6 +81,7 @@ class Writer:
 
     def write(self, image: Image.Image, path: Path, params: dict, final: bool = True) -> None:
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             save_png(image, path, params)
         except OSError as error:
             rescue = Path(tempfile.gettempdir()) / f"gradop-{secrets.token_hex(3)}-{path.name}"
