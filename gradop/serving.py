@@ -279,6 +279,27 @@ def new_seed() -> int:
     return secrets.randbelow(2**32)
 
 
+def repaired_settings(values: dict[str, Any], defaults: dict[str, Any], choices: dict[str, tuple],
+                      ranges: dict[str, tuple]) -> dict[str, Any]:
+    """{key: default} for each value that its widget could not have produced: not among the
+    `choices`, outside the `ranges` (or not a number there), or not of the default's type.
+    What a page applies before drawing, so that a tampered message never reaches its code."""
+    fixes = {}
+    for key, default in defaults.items():
+        value = values.get(key)
+        if key in choices:
+            ok = any(value is choice or type(value) is type(choice) and value == choice for choice in choices[key])
+        elif key in ranges:
+            low, high = ranges[key]
+            ok = (type(value) is type(low) or isinstance(low, float) and type(value) is int) \
+                and math.isfinite(value) and low <= value <= high
+        else:
+            ok = type(value) is type(default)
+        if not ok:
+            fixes[key] = default
+    return fixes
+
+
 def settings_for_widgets(settings: dict[str, Any], known: set[str]) -> dict[str, Any]:
     """The stored settings that still name a widget of the page (older entries may lack some)."""
     return {key: value for key, value in settings.items() if key in known}
