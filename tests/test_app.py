@@ -378,16 +378,13 @@ def test_an_unexpected_page_error_is_one_line_and_loses_nothing(monkeypatch, alw
     assert at.selectbox(key="word-#2f6fd0").value == "lake"
 
 
-@pytest.mark.parametrize(
-    "key, value, default",  # the tampered values that AppTest can carry to the page (the rest: test_serving.py)
-    [("steps", 10**6, 50), ("seed", -5, 0), ("guidance_scale", float("nan"), 7.5), ("prompt", None, ""),
-     ("strength", 7.0, 0.8)],
-)
-def test_tampered_widget_values_fall_back_to_defaults(key, value, default):
+def test_a_tampered_widget_value_falls_back_to_its_default():
+    # AppTest re-serialises most widget values itself (clamping numbers, refusing unknown choices),
+    # so the full table of tampered values is tested on serving.repaired_settings; a text widget's
+    # value reaches the page as it is.
     at = open_app(painting(), prompt=PROMPT)
-    at.session_state[key] = value
+    at.session_state["prompt"] = None
     at.run()
     no_exception(at)
-    assert at.session_state[key] == default
-    assert at.session_state["canvas_size"] == at.session_state["canvas_side"] == 512
+    assert at.session_state["prompt"] == "" and at.session_state["canvas_side"] == 512
     assert len([s for s in at.selectbox if s.key.startswith("word-")]) == 2  # the page still works
