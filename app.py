@@ -79,7 +79,7 @@ def sidebar(config: serving.AppConfig):
         try:
             pipeline = load_pipeline(name, config.device, config.dtype)
         except ValueError as error:  # ModelLoadError: offline, missing, refused pickle, ...
-            st.error(jobs.user_message(error))
+            st.error(jobs.user_message(error).replace(name, serving.model_label(name)))  # no server paths
             return None
         device = pipeline.device.type
         st.caption(f"Running on **{device.upper()}** · native size {pipeline.default_size} px")

@@ -48,8 +48,9 @@ def user_message(error: BaseException) -> str:
         text = str(error).strip().splitlines()
         return text[0] if text else error.__class__.__name__
     log.error("generation failed", exc_info=error)
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    return f"Generation failed ({error.__class__.__name__}: {first}); try again or lower the settings."
+    # Only the error's kind: its text may hold server paths; the traceback is in the server log.
+    return (f"Generation failed ({error.__class__.__name__}); try again or lower the settings. "
+            "The details are in the server's log.")
 
 
 # Measured on a 2-core CPU with Stable Diffusion 1.5 at 512 px, fp32 (see shared/STACK.md):

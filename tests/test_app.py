@@ -378,13 +378,11 @@ def test_an_unexpected_page_error_is_one_line_and_loses_nothing(monkeypatch, alw
     assert at.selectbox(key="word-#2f6fd0").value == "lake"
 
 
-def test_a_tampered_widget_value_falls_back_to_its_default():
-    # AppTest re-serialises most widget values itself (clamping numbers, refusing unknown choices),
-    # so the full table of tampered values is tested on serving.repaired_settings; a text widget's
-    # value reaches the page as it is.
-    at = open_app(painting(), prompt=PROMPT)
-    at.session_state["prompt"] = None
-    at.run()
+
+def test_a_missing_model_folder_is_reported_without_the_server_path(monkeypatch):
+    monkeypatch.setenv("GRADOP_MODEL", "/srv/models/missing-model")
+    at = open_app()
     no_exception(at)
-    assert at.session_state["prompt"] == "" and at.session_state["canvas_side"] == 512
-    assert len([s for s in at.selectbox if s.key.startswith("word-")]) == 2  # the page still works
+    error = texts(at.sidebar.error)
+    assert "'missing-model' does not exist" in error and "/srv" not in error
+    assert at.button(key="generate").disabled

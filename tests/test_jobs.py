@@ -34,8 +34,9 @@ def test_user_messages_are_one_line():
     assert jobs.user_message(ValueError("the prompt is empty\ndetails")) == "the prompt is empty"
     assert jobs.user_message(ModelLoadError("model 'x' is not in the cache")) == "model 'x' is not in the cache"
     assert jobs.user_message(GenerationCancelled()) == "Generation cancelled."
-    unexpected = jobs.user_message(KeyError("vae"))
-    assert unexpected.startswith("Generation failed (KeyError") and "\n" not in unexpected
+    unexpected = jobs.user_message(FileNotFoundError(2, "No such file", "/srv/gradop/cache/x.bin"))
+    assert unexpected.startswith("Generation failed (FileNotFoundError)") and "\n" not in unexpected
+    assert "/srv" not in unexpected  # no server paths on the page
 
 
 def test_cpu_estimate_grows_with_work_and_learns(tiny_pipe, monkeypatch):
