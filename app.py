@@ -18,7 +18,7 @@ import streamlit as st
 from PIL import Image
 
 from gradop import jobs, serving
-from gradop.images import load_image
+from gradop.images import is_blank, load_image, to_rgb
 from gradop.painting import PAINTING_FUNCTIONS
 
 log = logging.getLogger("gradop.app")
@@ -280,7 +280,8 @@ def check_inputs(strokes, background, assigned) -> str | None:
     s = st.session_state
     if not s.prompt.strip():
         return "Write a prompt first: describe the image you want."
-    if s.method != "text" and strokes is None and background is None:
+    blank = strokes is None or is_blank(to_rgb(strokes))  # white paint on the white canvas is no guide
+    if s.method != "text" and blank and background is None:
         return ("The canvas is empty: paint some strokes (or choose a photo background) to guide the image, "
                 "or choose Text only.")
     missing = serving.missing_words(s.prompt, assigned.values())

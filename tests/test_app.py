@@ -386,3 +386,12 @@ def test_a_missing_model_folder_is_reported_without_the_server_path(monkeypatch)
     error = texts(at.sidebar.error)
     assert "'missing-model' does not exist" in error and "/srv" not in error
     assert at.button(key="generate").disabled
+
+
+def test_white_paint_on_the_white_canvas_counts_as_empty(fake_generate):
+    white = Image.new("RGBA", (512, 512), (0, 0, 0, 0))
+    ImageDraw.Draw(white).rectangle((40, 40, 400, 400), fill=(255, 255, 255, 255))
+    at = open_app(white, prompt=PROMPT)
+    at.button(key="generate").click().run()
+    no_exception(at)
+    assert "The canvas is empty" in texts(at.warning) and not fake_generate
