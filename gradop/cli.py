@@ -333,6 +333,8 @@ def first_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for library in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):  # their import-time warnings, too
+        os.environ.setdefault(library, "error")
     args = build_parser().parse_args(argv)
     handlers = {"generate": generate, "regions": list_regions, "info": show_info}
     try:
