@@ -120,6 +120,9 @@ def load_components(
     allow_pickle: bool = False,
     config: str | None = None,
     local_files_only: bool | None = None,
+    vae_slicing: bool = False,
+    vae_tiling: bool = False,
+    cpu_offload: bool = False,
 ) -> tuple[dict, torch.device, torch.dtype]:
     """Load the Stable Diffusion components of `model` on the chosen device and dtype.
 
@@ -127,6 +130,12 @@ def load_components(
     folder, or one checkpoint file (`.safetensors`; pickled `.ckpt` only with allow_pickle,
     since unpickling runs code from the file). A single file needs its architecture config:
     `config` (a diffusers folder or repo id), else diffusers infers and fetches it.
+
+    Memory (results unchanged unless noted): `vae_slicing` decodes a batch one image at a time;
+    `vae_tiling` decodes large images in overlapping tiles (blended seams; it also tiles the
+    guidance decode above the VAE's tile size, 512 px on SD); `cpu_offload` keeps the models in
+    CPU memory and moves each to `device` while it runs (diffusers' enable_model_cpu_offload,
+    via accelerate), for GPUs too small to hold them all.
     """
     from diffusers import StableDiffusionPipeline
 
@@ -172,7 +181,14 @@ def load_components(
     except Exception as error:  # hub, file-format and config errors: one line, with what to do
         raise ModelLoadError(_explain(model, error)) from error
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
-    pipe.to(chosen_device)
+    if cpu_offload:
+        pipe.enable_model_cpu_offload(device=chosen_device)
+    else:
+        pipe.to(chosen_device)
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    if vae_tiling:
+        pipe.vae.enable_tiling()
     components = {name: component for name, component in pipe.components.items() if component is not None}
     for module in components.values():
         if isinstance(module, torch.nn.Module):
