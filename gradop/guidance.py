@@ -53,7 +53,7 @@ def guide(
 
 def optimisation_knobs(opts) -> dict:
     """The keyword arguments of optimize_latents that an options object carries (if any)."""
-    names = ("precision", "batch")
+    names = ("precision", "batch", "early_stop")
     return {name: getattr(opts, f"guidance_{name}") for name in names if hasattr(opts, f"guidance_{name}")}
 
 
@@ -81,4 +81,7 @@ class GradopPlusCallback:
                                                self.target, self.paint, pipe.scheduler, self.generator, self.opts,
                                                on_step)
             self.losses.extend(losses)
+            if self.on_optimise is not None:
+                for _ in range(self.opts.grad_steps - len(losses)):  # steps an early stop skipped count as done
+                    self.on_optimise()
         return tensors

@@ -33,11 +33,14 @@ def optimize_latents(
     anchor: torch.Tensor | None = None,
     gamma: float = 0.0,
     on_step: Callable[[int, float], None] | None = None,
+    early_stop: float = 0.0,
 ) -> tuple[torch.Tensor, list[float]]:
     """Adam on the latents for `steps` steps; returns (optimised latents, loss per step).
 
     loss = L(f(D(z)), y) + gamma * d(z, anchor) with d the mean squared distance (so gamma does
     not depend on the resolution): the anchor term is GradOP's pull towards the text-only sample z_tau; GradOP+ uses none.
+    early_stop > 0 ends the loop once the loss changes by less than that fraction of itself over
+    one step (converged); the remaining steps are skipped, so fewer losses come back.
     Only the latents are differentiated (torch.autograd.grad), so the decoder's weights
     collect no gradients and stay untouched.
     """
@@ -60,4 +63,6 @@ def optimize_latents(
             losses.append(loss.item())
             if on_step is not None:
                 on_step(step, losses[-1])
+            if early_stop > 0 and step > 0 and abs(losses[-2] - losses[-1]) < early_stop * losses[-2]:
+                break
     return z.detach().to(latents.dtype), losses

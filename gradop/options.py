@@ -13,6 +13,7 @@ import math
 import numbers
 from dataclasses import dataclass, field, fields, replace
 
+from gradop.decoders import GUIDANCE_DECODERS
 from gradop.painting import PAINTING_FUNCTIONS
 
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes seeds in [0, 2**64)
@@ -136,6 +137,12 @@ class GuidanceKnobs(Knobs):
 
     lr: float = knob(0.1, "learning rate", above=0, help="Adam learning rate")
     painting: str = knob("blur", "painting function", choices=PAINTING_FUNCTIONS, help="painting function f")
+    guidance_decoder: str = knob("vae", "guidance decoder", choices=GUIDANCE_DECODERS,
+                                 help="what decodes latents inside the optimisation (gradop.decoders); "
+                                      "the final image always uses the full VAE")
+    guidance_early_stop: float = knob(0.0, "early stop", low=0, high=1,
+                                      help="end an optimisation once the loss changes by less than this "
+                                           "fraction per step (0: always run every step)")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from gradop import __version__
 from gradop.attention import AttentionRecorder, attention_grid, region_control
+from gradop.decoders import GuidanceDecoders, resize_target
 from gradop.images import load_image, pil_to_tensor, to_rgb
 from gradop.metadata import save_png
 from gradop.models import ddim_scheduler, load_components
@@ -94,7 +95,8 @@ class _Counter:
 
 
 class GradopPipeline:
-    def __init__(self, components: dict, *, model_name: str = "in-memory", device=None, dtype=None):
+    def __init__(self, components: dict, *, model_name: str = "in-memory", device=None, dtype=None,
+                 tiny_decoder=None, compile_decoder: bool = False):
         self.components = {k: v for k, v in components.items() if k not in ("safety_checker", "feature_extractor")}
         self.vae, self.unet, self.tokenizer = components["vae"], components["unet"], components["tokenizer"]
         self.text_encoder = components["text_encoder"]
@@ -105,12 +107,20 @@ class GradopPipeline:
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.default_size = self.unet.config.sample_size * self.vae_scale_factor
         self._lock = threading.RLock()
+        # The decoders of the optimisation (options' guidance_decoder), built on first use.
+        self.guidance_decoders = GuidanceDecoders(self.vae, model_name=model_name, tiny_source=tiny_decoder,
+                                                  compile=compile_decoder)
 
     @classmethod
-    def from_pretrained(cls, model: str, **load_kwargs) -> "GradopPipeline":
-        """Load any SD 1.x/2.x hub id, diffusers folder or .safetensors file (see models.load_components)."""
+    def from_pretrained(cls, model: str, *, tiny_decoder=None, compile_decoder: bool = False,
+                        **load_kwargs) -> "GradopPipeline":
+        """Load any SD 1.x/2.x hub id, diffusers folder or .safetensors file (see models.load_components).
+
+        tiny_decoder: an AutoencoderTiny (folder, hub id or object) for guidance_decoder="tiny";
+        compile_decoder: torch.compile the guidance decoders."""
         components, device, dtype = load_components(model, **load_kwargs)
-        return cls(components, model_name=str(model), device=device, dtype=dtype)
+        return cls(components, model_name=str(model), device=device, dtype=dtype, tiny_decoder=tiny_decoder,
+                   compile_decoder=compile_decoder)
 
     # ---- the four methods -------------------------------------------------------------
 
@@ -195,10 +205,13 @@ class GradopPipeline:
                 elif method == "sdedit":
                     images, losses = self._sdedit(call, stroke_image, opts.strength, callback), []
                 else:
-                    target = pil_to_tensor(stroke_image).to(self.device)
-                    paint = make_painting_fn(opts.painting, height, width, stroke_image)
+                    decoder = self.guidance_decoders(opts.guidance_decoder)
+                    size = decoder.output_size(height // self.vae_scale_factor, width // self.vae_scale_factor)
+                    guide_strokes = resize_target(stroke_image, size)  # the loss is computed at the decoder's size
+                    target = pil_to_tensor(guide_strokes).to(self.device)
+                    paint = make_painting_fn(opts.painting, *size, guide_strokes)
                     run = self._gradop_plus if method == "gradop+" else self._gradop
-                    images, losses = run(call, height, width, target, paint, opts, callback)
+                    images, losses = run(call, height, width, decoder, target, paint, opts, callback)
             grid = attention_grid(recorder, self.tokenizer, prompt) if recorder is not None else None
         return GenerationResult(images, params, losses, grid)
 
@@ -206,8 +219,7 @@ class GradopPipeline:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [0, 1], differentiable (the D in L(f(D(z)), y))."""
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
-        return ((images.float() + 1) / 2).clamp(0, 1)
+        return self.guidance_decoders("vae")(latents)
 
     @torch.no_grad()
     def preview(self, latents: torch.Tensor) -> Image.Image:
@@ -250,13 +262,13 @@ class GradopPipeline:
             **call, image=image, strength=strength, callback_on_step_end=on_step
         ).images
 
-    def _gradop_plus(self, call, height, width, target, paint, opts, callback):
+    def _gradop_plus(self, call, height, width, decode, target, paint, opts, callback):
         from diffusers import StableDiffusionPipeline
 
         steps = call["num_inference_steps"]
         window = guidance_window(steps, opts.strength, opts.iterations)
         counter = _Counter(steps + len(window) * opts.grad_steps, callback)
-        on_step = GradopPlusCallback(self.decode, target, paint, call["generator"], opts, steps,
+        on_step = GradopPlusCallback(decode, target, paint, call["generator"], opts, steps,
                                      on_sample=lambda latents: counter.advance("sampling", latents),
                                      on_optimise=lambda: counter.advance("optimising"))
         images = self._diffusers(StableDiffusionPipeline)(
@@ -264,12 +276,12 @@ class GradopPipeline:
         ).images
         return images, on_step.losses
 
-    def _gradop(self, call, height, width, target, paint, opts, callback):
+    def _gradop(self, call, height, width, decode, target, paint, opts, callback):
         steps = call["num_inference_steps"]
         counter = _Counter(steps + opts.opt_steps + min(int(steps * opts.strength), steps), callback)
         sample = self._text2img(call, height, width, None, output_type="latent", counter=counter)
         optimized, losses = optimize_latents(
-            sample, self.decode, target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample, gamma=opts.gamma,
+            sample, decode, target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample, gamma=opts.gamma,
             on_step=lambda *_: counter.advance("optimising"), **optimisation_knobs(opts),
         )
         # img2img takes a 4-channel tensor as ready latents: forward-diffuse z* to t0, denoise.
