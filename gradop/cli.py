@@ -129,14 +129,22 @@ def generate(args) -> int:
 
         options["seed"] = secrets.randbelow(2**32)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for method in methods:
-        with tqdm(desc=method, unit="step", leave=True) as bar:
-            def advance(progress, bar=bar):
-                bar.total = progress.total
-                bar.update(progress.step - bar.n)
+    bars = {}
 
-            results[method] = pipe.generate(method, args.prompt, strokes, callback=advance, **options)
+    def advance(method, progress):
+        if method not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[method] = tqdm(desc=method, unit="step", leave=True)
+        bar = bars[method]
+        bar.total = progress.total
+        bar.update(progress.step - bar.n)
+
+    try:  # compare shares the text-only steps between the methods (gradop.sharing)
+        results = pipe.compare(args.prompt, strokes, methods=methods, callback=advance, **options)
+    finally:
+        for bar in bars.values():
+            bar.close()
     if args.attention_maps is not None:
         grids = [result.attention_maps for result in results.values()]
         grid = grids[0] if len(grids) == 1 else labelled_grid(grids, list(results), columns=1)

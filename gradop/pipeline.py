@@ -32,6 +32,7 @@ from gradop.guidance import GradopPlusCallback, guidance_window, optimisation_kn
 from gradop.options import METHODS, normalise_seed, parse_options, validate_options
 from gradop.painting import make_painting_fn
 from gradop.regions import resolve_spec, spec_from_colors
+from gradop.sharing import SharedPasses, skipping
 
 __all__ = ["GradopPipeline", "GenerationResult", "GenerationCancelled", "Progress", "METHODS", "validate_options"]
 
@@ -140,6 +141,22 @@ class GradopPipeline:
         """GradOP (the paper's two passes): sample, optimise towards the strokes, re-denoise."""
         return self.generate("gradop", prompt, strokes, **options)
 
+    def compare(self, prompt: str, strokes=None, *, methods=("text", "sdedit", "gradop", "gradop+"),
+                callback: Callable[[str, Progress], None] | None = None, **options) -> dict[str, GenerationResult]:
+        """Every method in `methods` with the same seed and options, {method: result}. The calls
+        share the text-only steps they have in common (gradop.sharing): with the defaults, 60 of
+        the 230 UNet steps of the four methods are not run again. callback(method, progress)."""
+        if options.get("generator") is not None:
+            raise ValueError("compare takes a seed, not a generator: every method starts from the same seed")
+        if options.get("seed") is None:
+            options["seed"] = secrets.randbelow(2**32)  # one seed for all, recorded in each PNG
+        shared = SharedPasses()
+        results = {}
+        for method in methods:
+            report = (lambda progress, method=method: callback(method, progress)) if callback is not None else None
+            results[method] = self.generate(method, prompt, strokes, callback=report, shared=shared, **options)
+        return results
+
     def generate(
         self,
         method: str,
@@ -154,12 +171,14 @@ class GradopPipeline:
         attention_maps: bool = False,
         background: Image.Image | None = None,
         callback: Callable[[Progress], None] | None = None,
+        shared: SharedPasses | None = None,
         **knobs,
     ) -> GenerationResult:
         """Run `method` ("gradop+", "gradop", "sdedit" or "text"); the named methods above are
         shortcuts. `knobs` are the fields of options.SamplingOptions and of the method's options
         class (defaults there); knobs that a method does not use are validated, then ignored
-        (and not recorded)."""
+        (and not recorded). `shared`: a SharedPasses given to several calls with the same prompt,
+        seed and sampling knobs, so that they compute the text-only steps they share once."""
         sampling, opts = parse_options(method, knobs)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty; describe the image you want")
@@ -199,9 +218,14 @@ class GradopPipeline:
             call = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=sampling.steps,
                         guidance_scale=sampling.guidance_scale, eta=sampling.eta, generator=generator,
                         num_images_per_prompt=sampling.num_images)
+            # The text-only trajectory several calls share (not with attention maps: they average every step).
+            trajectory = None if shared is None or recorder is not None else shared.trajectory(
+                self.model_name, str(self.device), str(self.dtype), prompt, negative_prompt, sampling.steps,
+                sampling.guidance_scale, sampling.eta, height, width, sampling.num_images, region_params,
+                hashlib.sha256(generator.get_state().numpy().tobytes()).hexdigest())
             with region_context:
                 if method == "text":
-                    images, losses = self._text2img(call, height, width, callback), []
+                    images, losses = self._text2img(call, height, width, callback, trajectory=trajectory), []
                 elif method == "sdedit":
                     images, losses = self._sdedit(call, stroke_image, opts.strength, callback), []
                 else:
@@ -211,7 +235,7 @@ class GradopPipeline:
                     target = pil_to_tensor(guide_strokes).to(self.device)
                     paint = make_painting_fn(opts.painting, *size, guide_strokes)
                     run = self._gradop_plus if method == "gradop+" else self._gradop
-                    images, losses = run(call, height, width, decoder, target, paint, opts, callback)
+                    images, losses = run(call, height, width, decoder, target, paint, opts, callback, trajectory)
             grid = attention_grid(recorder, self.tokenizer, prompt) if recorder is not None else None
         return GenerationResult(images, params, losses, grid)
 
@@ -235,18 +259,35 @@ class GradopPipeline:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _text2img(self, call, height, width, callback, output_type="pil", counter=None):
+    def _text2img(self, call, height, width, callback, output_type="pil", counter=None, trajectory=None):
         from diffusers import StableDiffusionPipeline
 
-        counter = counter or _Counter(call["num_inference_steps"], callback)
+        steps = call["num_inference_steps"]
+        counter = counter or _Counter(steps, callback)
 
         def on_step(pipe, i, t, tensors):
+            if trajectory is not None:
+                trajectory.record(i, tensors["latents"], call["generator"])
             counter.advance("sampling", tensors["latents"])
             return tensors
 
-        return self._diffusers(StableDiffusionPipeline)(
-            **call, height=height, width=width, output_type=output_type, callback_on_step_end=on_step
-        ).images
+        pipe, step, latents = self._resume(StableDiffusionPipeline, trajectory, steps - 1, call["generator"])
+        for _ in range(step + 1):  # the steps it starts after count as done
+            counter.advance("sampling")
+        start = {} if latents is None else {"latents": latents}
+        return pipe(**call, height=height, width=width, output_type=output_type, callback_on_step_end=on_step,
+                    **start).images
+
+    def _resume(self, cls, trajectory, up_to: int, generator):
+        """(diffusers pipeline, step, latents): a pipeline of `cls` that starts after the furthest
+        step of `trajectory` recorded at or before `up_to`, that step and its latents (the
+        generator is put back to its state there); or a plain one, -1 and None."""
+        snapshot = trajectory.latest(up_to) if trajectory is not None else None
+        if snapshot is None:
+            return self._diffusers(cls), -1, None
+        pipe = self._diffusers(skipping(cls))
+        pipe.skip_steps = snapshot.step + 1
+        return pipe, snapshot.step, trajectory.resume(snapshot, generator)
 
     def _sdedit(self, call, image, strength, callback, counter=None):
         from diffusers import StableDiffusionImg2ImgPipeline
@@ -262,24 +303,38 @@ class GradopPipeline:
             **call, image=image, strength=strength, callback_on_step_end=on_step
         ).images
 
-    def _gradop_plus(self, call, height, width, decode, target, paint, opts, callback):
+    def _gradop_plus(self, call, height, width, decode, target, paint, opts, callback, trajectory=None):
         from diffusers import StableDiffusionPipeline
 
         steps = call["num_inference_steps"]
         window = guidance_window(steps, opts.strength, opts.iterations)
         counter = _Counter(steps + len(window) * opts.grad_steps, callback)
-        on_step = GradopPlusCallback(decode, target, paint, call["generator"], opts, steps,
-                                     on_sample=lambda latents: counter.advance("sampling", latents),
-                                     on_optimise=lambda: counter.advance("optimising"))
-        images = self._diffusers(StableDiffusionPipeline)(
-            **call, height=height, width=width, callback_on_step_end=on_step
-        ).images
-        return images, on_step.losses
+        guidance = GradopPlusCallback(decode, target, paint, call["generator"], opts, steps,
+                                      on_sample=lambda latents: counter.advance("sampling", latents),
+                                      on_optimise=lambda: counter.advance("optimising"))
 
-    def _gradop(self, call, height, width, decode, target, paint, opts, callback):
+        def on_step(pipe, i, t, tensors):
+            if trajectory is not None and i <= window.start:  # text-only up to here (before guidance)
+                trajectory.record(i, tensors["latents"], call["generator"])
+            return guidance(pipe, i, t, tensors)
+
+        # With a shared trajectory: start from its furthest step up to the window's first; that
+        # step's own callback (guidance, when it is the window's first) runs here, then sampling goes on.
+        pipe, step, latents = self._resume(StableDiffusionPipeline, trajectory, window.start, call["generator"])
+        start = {}
+        if latents is not None:
+            for _ in range(step):
+                counter.advance("sampling")
+            pipe.scheduler.set_timesteps(steps, device=self.device)
+            start["latents"] = on_step(pipe, step, pipe.scheduler.timesteps[step], {"latents": latents})["latents"]
+        images = pipe(**call, height=height, width=width, callback_on_step_end=on_step, **start).images
+        return images, guidance.losses
+
+    def _gradop(self, call, height, width, decode, target, paint, opts, callback, trajectory=None):
         steps = call["num_inference_steps"]
         counter = _Counter(steps + opts.opt_steps + min(int(steps * opts.strength), steps), callback)
-        sample = self._text2img(call, height, width, None, output_type="latent", counter=counter)
+        sample = self._text2img(call, height, width, None, output_type="latent", counter=counter,
+                                trajectory=trajectory)
         optimized, losses = optimize_latents(
             sample, decode, target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample, gamma=opts.gamma,
             on_step=lambda *_: counter.advance("optimising"), **optimisation_knobs(opts),
