@@ -66,11 +66,12 @@ def vae_decoder(vae, *, scale: float = 1.0, name: str = "vae") -> GuidanceDecode
     """The VAE decoder, optionally on a latent downsampled by `scale` (area average)."""
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
+    from gradop.precision import vae_decode
+
     def decode(latents: torch.Tensor) -> torch.Tensor:
         if scale != 1.0:
             latents = F.interpolate(latents, scale_factor=scale, mode="area")
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        return ((images.float() + 1) / 2).clamp(0, 1)
+        return vae_decode(vae, latents)
 
     return GuidanceDecoder(name, decode, factor * scale)
 

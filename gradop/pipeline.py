@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -28,9 +29,10 @@ from gradop.images import load_image, pil_to_tensor, to_rgb
 from gradop.metadata import save_png
 from gradop.models import ddim_scheduler, load_components
 from gradop.optimize import optimize_latents
-from gradop.guidance import GradopPlusCallback, guidance_window, optimisation_knobs
+from gradop.guidance import GradopPlusCallback, guidance_window
 from gradop.options import METHODS, normalise_seed, parse_options, validate_options
 from gradop.painting import make_painting_fn
+from gradop.precision import GuidanceDecode, vae_decode
 from gradop.regions import resolve_spec, spec_from_colors
 from gradop.sharing import SharedPasses, skipping
 
@@ -187,7 +189,13 @@ class GradopPipeline:
         guided = method != "text"
         if guided and strokes is None:
             raise ValueError(f"method '{method}' needs a stroke image; pass strokes or use method 'text'")
-        stroke_image = to_rgb(load_image(strokes, what="stroke image"), background or (255, 255, 255)) if strokes is not None else None
+        raw_strokes = load_image(strokes, what="stroke image") if strokes is not None else None
+        # The target: strokes over the photo (or white); the colour regions: the strokes alone.
+        stroke_image = to_rgb(raw_strokes, background or (255, 255, 255)) if raw_strokes is not None else None
+        region_image = to_rgb(raw_strokes) if raw_strokes is not None and background is not None else stroke_image
+        if guided and background is None and np.asarray(stroke_image).min() == 255:
+            raise ValueError(f"the stroke image is blank (all white or transparent), so '{method}' has nothing to "
+                             "follow; paint some strokes, add a background photo, or use method 'text'")
         height, width = self._size(sampling.height, sampling.width, stroke_image)
         sampling = replace(sampling, height=height, width=width)
         seed = normalise_seed(seed)
@@ -200,6 +208,7 @@ class GradopPipeline:
             generator = torch.Generator("cpu").manual_seed(seed)
         if stroke_image is not None and stroke_image.size != (width, height):
             stroke_image = stroke_image.resize((width, height), Image.Resampling.LANCZOS)
+            region_image = region_image.resize((width, height), Image.Resampling.LANCZOS)
 
         # What the PNG records: everything that decides the pixels, and only what this method uses.
         params = dict(method=method, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=sampling.steps,
@@ -211,7 +220,7 @@ class GradopPipeline:
 
         with self._lock:
             prompt, region_context, recorder, region_params = self._region_control(
-                prompt, regions, sampling.region_strength, stroke_image, (height, width), sampling.guidance_scale,
+                prompt, regions, sampling.region_strength, region_image, (height, width), sampling.guidance_scale,
                 append_missing_words, attention_maps,
             )
             params.update(region_params, prompt=prompt)
@@ -235,7 +244,8 @@ class GradopPipeline:
                     target = pil_to_tensor(guide_strokes).to(self.device)
                     paint = make_painting_fn(opts.painting, *size, guide_strokes)
                     run = self._gradop_plus if method == "gradop+" else self._gradop
-                    images, losses = run(call, height, width, decoder, target, paint, opts, callback, trajectory)
+                    images, losses = run(call, height, width, self.guidance_decode(opts), target, paint, opts,
+                                         callback, trajectory)
             grid = attention_grid(recorder, self.tokenizer, prompt) if recorder is not None else None
         return GenerationResult(images, params, losses, grid)
 
@@ -243,7 +253,13 @@ class GradopPipeline:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [0, 1], differentiable (the D in L(f(D(z)), y))."""
-        return self.guidance_decoders("vae")(latents)
+        return vae_decode(self.vae, latents)
+
+    def guidance_decode(self, opts) -> GuidanceDecode:
+        """The decoder the optimisation differentiates (the options' guidance_decoder), with the
+        options' precision and memory handling."""
+        decoder = self.guidance_decoders(opts.guidance_decoder)
+        return GuidanceDecode(decoder, self.vae, opts.guidance_precision, opts.guidance_checkpointing)
 
     @torch.no_grad()
     def preview(self, latents: torch.Tensor) -> Image.Image:
@@ -337,7 +353,8 @@ class GradopPipeline:
                                 trajectory=trajectory)
         optimized, losses = optimize_latents(
             sample, decode, target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample, gamma=opts.gamma,
-            on_step=lambda *_: counter.advance("optimising"), **optimisation_knobs(opts),
+            batch=opts.guidance_batch, early_stop=opts.guidance_early_stop,
+            on_step=lambda *_: counter.advance("optimising"),
         )
         # img2img takes a 4-channel tensor as ready latents: forward-diffuse z* to t0, denoise.
         batch = sample.shape[0]  # one prompt per latent: img2img does not repeat ready latents
