@@ -1,7 +1,9 @@
 """Distil a small diffusers AutoencoderTiny (TAESD architecture) from the demo model's VAE.
 
-    .venv/bin/python train/distill_guidance_decoder.py --out pretrained_models/gradop-demo-taesd \
-        --scenes 1500 --minutes 12 --seed 0
+    .venv/bin/python train/distill_guidance_decoder.py --out build/taesd-a --scenes 1500 --minutes 20 --steps 3000
+    .venv/bin/python train/distill_guidance_decoder.py --out build/taesd-b --init build/taesd-a \
+        --scenes 600 --minutes 14 --steps 1000 --lr 1e-3 --seed 1
+(the shipped decoder: these two rounds on a shared 2-core CPU, see its README).
 
 GradOP+ decodes *noisy* latents in the middle of sampling, so the decoder is taught on the VAE's
 encodings of world photos (training seeds, below HELDOUT_SEED) mixed with Gaussian noise at a
@@ -70,6 +72,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", help="continue from this AutoencoderTiny folder (e.g. an earlier --out)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from diffusers import AutoencoderKL
@@ -78,7 +81,12 @@ def main() -> None:
     started = time.time()
     photos, clean, latents, decoded = dataset(vae, args.scenes, args.seed)
     print(f"dataset: {len(latents)} latents in {time.time() - started:.0f} s", flush=True)
-    model = tiny_autoencoder(args.seed)
+    if args.init:
+        from diffusers import AutoencoderTiny
+
+        model = AutoencoderTiny.from_pretrained(args.init)
+    else:
+        model = tiny_autoencoder(args.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.steps)
     generator = torch.Generator().manual_seed(args.seed + 1)
