@@ -87,7 +87,7 @@ def wait_idle(page) -> None:
     from playwright.sync_api import expect
 
     page.wait_for_timeout(300)
-    expect(page.locator("[data-testid='stStatusWidget']")).to_have_count(0, timeout=120_000)
+    expect(page.locator("[data-testid='stStatusWidget']")).to_have_count(0, timeout=600_000)
 
 
 def stroke(page, points: list[tuple[float, float]]) -> None:
@@ -141,7 +141,7 @@ def drive_compare_all(page, url: str, workdir: Path, timeout_s: float, read_para
     from playwright.sync_api import expect
 
     page.goto(url)
-    page.locator("canvas.upper-canvas").wait_for(timeout=120_000)
+    page.locator("canvas.upper-canvas").wait_for(timeout=timeout_s * 1000)  # the model loads first
     wait_idle(page)
     for colour, points in ((WATER, [(0.05, 0.7), (0.5, 0.74), (0.95, 0.7)]),
                            (RED, [(0.35, 0.2), (0.5, 0.25), (0.65, 0.2), (0.5, 0.32)])):
@@ -183,10 +183,14 @@ def library_calls(params: list[dict]) -> list[tuple[str, dict]]:
 
 
 def time_library(pipeline, calls, strokes) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of the calls made one after another in this process."""
+    """(wall seconds, CPU seconds) of the calls made one after another in this process, sharing
+    their common text-only steps as the app's job does (gradop.sharing)."""
+    from gradop.sharing import SharedPasses
+
+    shared = SharedPasses()
     started, cpu_started = time.perf_counter(), cpu_seconds()
     for method, kwargs in calls:
-        pipeline.generate(method, strokes=strokes if method != "text" else None, **kwargs)
+        pipeline.generate(method, strokes=strokes if method != "text" else None, shared=shared, **kwargs)
     return time.perf_counter() - started, cpu_seconds() - cpu_started
 
 
@@ -208,6 +212,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="app model (after `--`); default: the app's own default")
     parser.add_argument("--server-args", default="", help="extra streamlit flags, e.g. to compare settings")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for Done")
+    parser.add_argument("--quick", action="store_true", help="one library run after the app, no GenerationJob line")
     args = parser.parse_args()
 
     from PIL import Image
@@ -233,19 +238,25 @@ def main() -> None:
     pipeline = GradopPipeline.from_pretrained(model)
     time_library(pipeline, [(m, dict(kw, steps=1)) for m, kw in calls], strokes)  # warm-up (lazy inits)
     library_before, cpu_before = time_library(pipeline, calls, strokes)
-    job_seconds = time_job(pipeline, calls, strokes)
-    library_after, cpu_after = time_library(pipeline, calls, strokes)
-    library, library_cpu = (library_before + library_after) / 2, (cpu_before + cpu_after) / 2
+    print(f"library, same calls:                    {library_before:7.2f} s", flush=True)
+    if args.quick:
+        library, library_cpu, job_seconds = library_before, cpu_before, None
+    else:
+        job_seconds = time_job(pipeline, calls, strokes)
+        library_after, cpu_after = time_library(pipeline, calls, strokes)
+        print(f"library again (after):                  {library_after:7.2f} s")
+        library, library_cpu = (library_before + library_after) / 2, (cpu_before + cpu_after) / 2
     print(f"model {model}, {params[0]['height']} px, {params[0]['steps']} steps, methods "
           f"{', '.join(m for m, _ in calls)}; load average {os.getloadavg()[0]:.1f}")
     print(f"app Compare all (click to Done):        {app_seconds:7.2f} s")
-    print(f"library, same calls (before / after):   {library_before:7.2f} s / {library_after:.2f} s")
-    print(f"jobs.GenerationJob with live previews:  {job_seconds:7.2f} s")
+    print(f"library (mean of the runs):             {library:7.2f} s")
     print(f"ratio app / library:                    {app_seconds / library:7.2f}x")
-    print(f"ratio job / library:                    {job_seconds / library:7.2f}x")
+    if job_seconds is not None:
+        print(f"jobs.GenerationJob with live previews:  {job_seconds:7.2f} s = {job_seconds / library:.2f}x")
     if app_cpu is not None:  # less sensitive to other processes than wall time
         print(f"CPU seconds, server / library:          {app_cpu:7.2f} s / {library_cpu:.2f} s "
               f"= {app_cpu / library_cpu:.2f}x")
+
 
 if __name__ == "__main__":
     main()

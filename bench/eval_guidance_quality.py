@@ -61,9 +61,13 @@ def main() -> None:
                      **{f"real_{k}": v for k, v in zip(images, real)}})
         print(f"scene {index + 1}/{args.scenes}  {time.time() - started:.0f} s  load {os.getloadavg()[0]:.1f}",
               flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+        if args.out:  # after every scene: a long run can be read before it ends
+            with open(args.out, "w") as f:
+                json.dump(rows, f, indent=1)
+        summarise(rows, options, args)
+
+
+def summarise(rows: list[dict], options: list[str], args) -> None:
     mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "seed"}
     print(f"\n{len(rows)} held-out scenes, demo model, GradOP+ defaults, {args.steps} steps")
     print(f"{'option':<10} {'blurred L2':>10} {'vs vae':>8} {'realism':>8} {'vs vae':>8}  within {args.tolerance:.0%}")
@@ -72,7 +76,7 @@ def main() -> None:
         dl2 = l2 / mean["l2_vae"] - 1 if "vae" in options else float("nan")
         dreal = real / mean["real_vae"] - 1 if "vae" in options else float("nan")
         ok = name != "text" and dl2 <= args.tolerance and dreal >= -args.tolerance
-        print(f"{name:<10} {l2:10.4f} {dl2:+8.1%} {real:8.3f} {dreal:+8.1%}  {'yes' if ok else 'no'}")
+        print(f"{name:<10} {l2:10.4f} {dl2:+8.1%} {real:8.3f} {dreal:+8.1%}  {'yes' if ok else 'no'}", flush=True)
 
 
 if __name__ == "__main__":
