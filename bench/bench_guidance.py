@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from bench_methods import sd15_components, strokes, timed
+from bench_methods import peak_memory, sd15_components, strokes, timed
 from gradop.models import pick_device, pick_dtype
 from gradop.options import GradopPlusOptions
 from gradop.pipeline import GradopPipeline
@@ -85,12 +85,7 @@ def main() -> None:
     for name, seconds, setup, adam in rows:
         mark = " (default)" if name == default else ""
         print(f"{'gradop+ ' + name + mark:<22} {seconds:8.2f} {seconds / text:6.2f} {setup:8.1f}")
-    if device.type == "cuda":
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    else:
-        import resource
-
-        print(f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(peak_memory(device))
 
 
 if __name__ == "__main__":
