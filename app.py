@@ -7,6 +7,23 @@
 
 The server operator picks the models; web users choose among them in the sidebar. UI only:
 method logic lives in gradop.pipeline, server-side helpers in gradop.serving.
+
+Server settings (.streamlit/config.toml, read from the folder `streamlit run` starts in):
+no file watcher and no gc.collect() after every rerun, because both starve the generation
+thread (bench/bench_app.py measures it). For a public server, add on the command line or in
+that file:
+
+    streamlit run app.py --server.address 0.0.0.0 --server.port 8501 --server.headless true \
+        --client.showErrorDetails none \
+        -- --model /srv/models/sd15 --allowed-models /srv/models/sd15,gradop-demo
+
+- `--client.showErrorDetails none`: visitors see no tracebacks (they go to the server log);
+- keep `server.enableXsrfProtection` and `server.enableCORS` at their defaults (true); behind a
+  reverse proxy that terminates TLS, or use `--server.sslCertFile/--server.sslKeyFile`;
+- `server.maxUploadSize` (20 MB here) bounds uploads; app.py also bounds pixels;
+- `--server.baseUrlPath gradop` to serve under a sub-path; `--server.fileWatcherType auto` only
+  while editing app.py (rerun on save).
+One model is loaded per process and jobs of all tabs share it, one at a time.
 """
 
 from __future__ import annotations

@@ -69,6 +69,15 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def peak_memory(device: torch.device) -> str:
+    """The peak memory of this process so far: the GPU's allocator on CUDA, else the RSS."""
+    if device.type == "cuda":
+        return f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+    import resource
+
+    return f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -117,12 +126,7 @@ def main() -> None:
     plain, guided = 50 * unet_s + decode_s, 50 * unet_s + decode_s + per_opt * grad_s
     print(f"UNet forward (CFG batch 2) {unet_s:.3f} s, VAE decode {decode_s:.3f} s, decode+backward {grad_s:.3f} s")
     print(f"projected ratio at 50 steps with {per_opt} decode+backward passes: {guided / plain:.2f}x")
-    if device.type == "cuda":
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    else:
-        import resource
-
-        print(f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(peak_memory(device))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ DESCRIPTION = "Stroke-guided image synthesis with latent diffusion (GradOP / Gra
 METHOD_ORDER = ("text", "sdedit", "gradop", "gradop+")  # the order of a --compare grid
 SEED_LIMIT = 2**64  # torch generators take seeds below this
 VALIDATED = ("steps", "guidance_scale", "eta", "num_images", "strength", "iterations", "grad_steps", "lr",
-             "opt_steps", "gamma", "region_strength", "painting", "height", "width")
+             "opt_steps", "gamma", "region_strength", "painting", "height", "width", "guidance_decoder",
+             "guidance_early_stop")
 
 
 class Parser(argparse.ArgumentParser):
@@ -32,6 +33,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from gradop import __version__
     from gradop.models import DEFAULT_MODEL
+    from gradop.decoders import GUIDANCE_DECODERS
+    from gradop.options import GradopPlusOptions
     from gradop.painting import PAINTING_FUNCTIONS
 
     parser = Parser(prog="gradop", description=DESCRIPTION)
@@ -56,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--grad-steps", type=int, default=12, help="gradop+: Adam steps per iteration (default 12)")
     gen.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
     gen.add_argument("--painting", choices=PAINTING_FUNCTIONS, default="blur", help="painting function f (default blur)")
+    gen.add_argument("--guidance-decoder", choices=GUIDANCE_DECODERS, default=GradopPlusOptions().guidance_decoder,
+                     help="what decodes latents inside the optimisation: the full vae (exact), vae-half, a fitted "
+                          "linear/conv latent-to-RGB map, or an AutoencoderTiny (tiny; see --tiny-decoder)")
+    gen.add_argument("--early-stop", type=float, default=0.0,
+                     help="end each optimisation once the loss changes by less than this fraction per step (default 0: off)")
+    gen.add_argument("--tiny-decoder", help="AutoencoderTiny folder or hub id for --guidance-decoder tiny "
+                                            "(e.g. madebyollin/taesd; the demo model ships its own)")
     gen.add_argument("--opt-steps", type=int, default=50, help="gradop: optimisation steps (default 50)")
     gen.add_argument("--gamma", type=float, default=1e-3, help="gradop: pull towards the text-only sample (default 1e-3)")
     gen.add_argument("--num-images", type=int, default=1, help="images per run (default 1)")
@@ -136,6 +146,7 @@ def plan_generation(args) -> Plan:
         guidance_scale=args.guidance, eta=args.eta, seed=args.seed, num_images=args.num_images,
         strength=args.strength, iterations=args.iterations, grad_steps=args.grad_steps, lr=args.lr,
         painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma,
+        guidance_decoder=args.guidance_decoder, guidance_early_stop=args.early_stop,
         region_strength=args.region_strength, append_missing_words=args.append_missing_words,
         attention_maps=args.attention_maps is not None,
     )
@@ -200,11 +211,13 @@ def generate(args) -> int:
     from gradop.models import small_model_size
     from gradop.outputs import Writer
     from gradop.pipeline import GradopPipeline
+    from gradop.sharing import SharedPasses
 
     plan = plan_generation(args)  # fails here, before a slow model load, or not at all
     quiet_libraries()
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                          allow_pickle=args.allow_pickle, config=args.config)
+                                          allow_pickle=args.allow_pickle, config=args.config,
+                                          tiny_decoder=args.tiny_decoder)
     options, strokes = plan.options, plan.strokes
     if strokes is not None and args.height is None and args.width is None:
         fitted = small_model_size(pipe.default_size, strokes.size)
@@ -217,6 +230,7 @@ def generate(args) -> int:
         options["seed"] = secrets.randbelow(2**32)
     writer = Writer()
     results = {}
+    shared = SharedPasses()  # the methods of --compare compute their common text-only steps once
     try:
         for method in plan.methods:
             with tqdm(desc=method, unit="step", leave=True) as bar:
@@ -224,7 +238,7 @@ def generate(args) -> int:
                     bar.total = progress.total
                     bar.update(progress.step - bar.n)
 
-                result = pipe.generate(method, args.prompt, strokes, callback=advance, **options)
+                result = pipe.generate(method, args.prompt, strokes, callback=advance, shared=shared, **options)
             results[method] = result
             for index, (image, path) in enumerate(zip(result.images, plan.files[method])):
                 writer.write(image, path, result.image_params(index))  # saved as soon as it exists

@@ -42,12 +42,14 @@ def guide(
     z_next: the latents the scheduler produced at t_next = t_{i+1} (noisy; decoded as they are,
     not a predicted x0). decode: the differentiable decoder (a gradop.precision.GuidanceDecode
     carries its precision handling). opts: anything with `grad_steps` and `lr`
-    (GradopPlusOptions), and optionally `guidance_batch` (images optimised at a time).
+    (GradopPlusOptions), and optionally `guidance_batch` (images optimised at a time) and
+    `guidance_early_stop`.
     """
     from diffusers.utils.torch_utils import randn_tensor
 
     optimized, losses = optimize_latents(z_next, decode, target, paint, steps=opts.grad_steps, lr=opts.lr,
-                                         batch=getattr(opts, "guidance_batch", None), on_step=on_step)
+                                         batch=getattr(opts, "guidance_batch", None), on_step=on_step,
+                                         early_stop=getattr(opts, "guidance_early_stop", 0.0))
     noise = randn_tensor(z_next.shape, generator=generator, device=z_next.device, dtype=z_next.dtype)
     return scheduler.add_noise(optimized, noise, t_next.reshape(1)), losses
 
@@ -76,4 +78,7 @@ class GradopPlusCallback:
                                                self.target, self.paint, pipe.scheduler, self.generator, self.opts,
                                                on_step)
             self.losses.extend(losses)
+            if self.on_optimise is not None:
+                for _ in range(self.opts.grad_steps - len(losses)):  # steps an early stop skipped count as done
+                    self.on_optimise()
         return tensors

@@ -228,13 +228,16 @@ class GenerationJob:
             self._preview_seconds += time.monotonic() - began
 
     def _work(self) -> None:
+        from gradop.sharing import SharedPasses
+
+        shared = SharedPasses()  # runs with the same prompt and seed compute their common text-only steps once
         try:
             for index, run in enumerate(self.runs):
                 self.run_index, self.step = index, 0
                 self._check_owner()
                 if self._cancel.is_set():
                     raise GenerationCancelled()
-                result = self.pipeline.generate(run.method, callback=self._on_progress, **run.kwargs)
+                result = self.pipeline.generate(run.method, callback=self._on_progress, shared=shared, **run.kwargs)
                 self.outputs += [Output.from_result(run.label, result, i) for i in range(len(result.images))]
                 self.losses += result.losses
             self.status = "done"

@@ -78,6 +78,7 @@ def optimize_latents(
     gamma: float = 0.0,
     batch: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    early_stop: float = 0.0,
 ) -> tuple[torch.Tensor, list[float]]:
     """Adam on the latents for `steps` steps; returns (optimised latents, loss per step).
 
@@ -87,6 +88,8 @@ def optimize_latents(
     the result is the same as for the whole batch at once, because each chunk's loss is its share
     of the whole batch's mean and Adam works per element. Only the latents are differentiated
     (torch.autograd.grad), so the decoder's weights collect no gradients and stay untouched.
+    early_stop > 0 ends the loop once the loss changes by less than that fraction of itself over
+    one step (converged); the remaining steps are skipped, so fewer losses come back.
     """
     if steps <= 0:
         raise ValueError(f"optimisation steps must be at least 1 (got {steps})")
@@ -110,4 +113,6 @@ def optimize_latents(
             losses.append(step_loss)
             if on_step is not None:
                 on_step(step, losses[-1])
+            if early_stop > 0 and step > 0 and abs(losses[-2] - losses[-1]) < early_stop * losses[-2]:
+                break
     return torch.cat([z.detach() for z in chunks]).to(latents.dtype), losses

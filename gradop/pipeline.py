@@ -24,6 +24,7 @@ from PIL import Image
 
 from gradop import __version__
 from gradop.attention import AttentionRecorder, attention_grid, region_control
+from gradop.decoders import GuidanceDecoders, resize_target
 from gradop.images import load_image, pil_to_tensor, to_rgb
 from gradop.metadata import save_png
 from gradop.models import ddim_scheduler, load_components
@@ -33,6 +34,7 @@ from gradop.options import METHODS, normalise_seed, parse_options, validate_opti
 from gradop.painting import make_painting_fn
 from gradop.precision import GuidanceDecode, vae_decode
 from gradop.regions import resolve_spec, spec_from_colors
+from gradop.sharing import SharedPasses, skipping
 
 __all__ = ["GradopPipeline", "GenerationResult", "GenerationCancelled", "Progress", "METHODS", "validate_options"]
 
@@ -96,7 +98,8 @@ class _Counter:
 
 
 class GradopPipeline:
-    def __init__(self, components: dict, *, model_name: str = "in-memory", device=None, dtype=None):
+    def __init__(self, components: dict, *, model_name: str = "in-memory", device=None, dtype=None,
+                 tiny_decoder=None, compile_decoder: bool = False):
         self.components = {k: v for k, v in components.items() if k not in ("safety_checker", "feature_extractor")}
         self.vae, self.unet, self.tokenizer = components["vae"], components["unet"], components["tokenizer"]
         self.text_encoder = components["text_encoder"]
@@ -107,12 +110,20 @@ class GradopPipeline:
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.default_size = self.unet.config.sample_size * self.vae_scale_factor
         self._lock = threading.RLock()
+        # The decoders of the optimisation (options' guidance_decoder), built on first use.
+        self.guidance_decoders = GuidanceDecoders(self.vae, model_name=model_name, tiny_source=tiny_decoder,
+                                                  compile=compile_decoder)
 
     @classmethod
-    def from_pretrained(cls, model: str, **load_kwargs) -> "GradopPipeline":
-        """Load any SD 1.x/2.x hub id, diffusers folder or .safetensors file (see models.load_components)."""
+    def from_pretrained(cls, model: str, *, tiny_decoder=None, compile_decoder: bool = False,
+                        **load_kwargs) -> "GradopPipeline":
+        """Load any SD 1.x/2.x hub id, diffusers folder or .safetensors file (see models.load_components).
+
+        tiny_decoder: an AutoencoderTiny (folder, hub id or object) for guidance_decoder="tiny";
+        compile_decoder: torch.compile the guidance decoders."""
         components, device, dtype = load_components(model, **load_kwargs)
-        return cls(components, model_name=str(model), device=device, dtype=dtype)
+        return cls(components, model_name=str(model), device=device, dtype=dtype, tiny_decoder=tiny_decoder,
+                   compile_decoder=compile_decoder)
 
     # ---- the four methods -------------------------------------------------------------
 
@@ -132,6 +143,22 @@ class GradopPipeline:
         """GradOP (the paper's two passes): sample, optimise towards the strokes, re-denoise."""
         return self.generate("gradop", prompt, strokes, **options)
 
+    def compare(self, prompt: str, strokes=None, *, methods=("text", "sdedit", "gradop", "gradop+"),
+                callback: Callable[[str, Progress], None] | None = None, **options) -> dict[str, GenerationResult]:
+        """Every method in `methods` with the same seed and options, {method: result}. The calls
+        share the text-only steps they have in common (gradop.sharing): with the defaults, 60 of
+        the 230 UNet steps of the four methods are not run again. callback(method, progress)."""
+        if options.get("generator") is not None:
+            raise ValueError("compare takes a seed, not a generator: every method starts from the same seed")
+        if options.get("seed") is None:
+            options["seed"] = secrets.randbelow(2**32)  # one seed for all, recorded in each PNG
+        shared = SharedPasses()
+        results = {}
+        for method in methods:
+            report = (lambda progress, method=method: callback(method, progress)) if callback is not None else None
+            results[method] = self.generate(method, prompt, strokes, callback=report, shared=shared, **options)
+        return results
+
     def generate(
         self,
         method: str,
@@ -146,12 +173,14 @@ class GradopPipeline:
         attention_maps: bool = False,
         background: Image.Image | None = None,
         callback: Callable[[Progress], None] | None = None,
+        shared: SharedPasses | None = None,
         **knobs,
     ) -> GenerationResult:
         """Run `method` ("gradop+", "gradop", "sdedit" or "text"); the named methods above are
         shortcuts. `knobs` are the fields of options.SamplingOptions and of the method's options
         class (defaults there); knobs that a method does not use are validated, then ignored
-        (and not recorded)."""
+        (and not recorded). `shared`: a SharedPasses given to several calls with the same prompt,
+        seed and sampling knobs, so that they compute the text-only steps they share once."""
         sampling, opts = parse_options(method, knobs)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty; describe the image you want")
@@ -198,16 +227,25 @@ class GradopPipeline:
             call = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=sampling.steps,
                         guidance_scale=sampling.guidance_scale, eta=sampling.eta, generator=generator,
                         num_images_per_prompt=sampling.num_images)
+            # The text-only trajectory several calls share (not with attention maps: they average every step).
+            trajectory = None if shared is None or recorder is not None else shared.trajectory(
+                self.model_name, str(self.device), str(self.dtype), prompt, negative_prompt, sampling.steps,
+                sampling.guidance_scale, sampling.eta, height, width, sampling.num_images, region_params,
+                hashlib.sha256(generator.get_state().numpy().tobytes()).hexdigest())
             with region_context:
                 if method == "text":
-                    images, losses = self._text2img(call, height, width, callback), []
+                    images, losses = self._text2img(call, height, width, callback, trajectory=trajectory), []
                 elif method == "sdedit":
                     images, losses = self._sdedit(call, stroke_image, opts.strength, callback), []
                 else:
-                    target = pil_to_tensor(stroke_image).to(self.device)
-                    paint = make_painting_fn(opts.painting, height, width, stroke_image)
+                    decoder = self.guidance_decoders(opts.guidance_decoder)
+                    size = decoder.output_size(height // self.vae_scale_factor, width // self.vae_scale_factor)
+                    guide_strokes = resize_target(stroke_image, size)  # the loss is computed at the decoder's size
+                    target = pil_to_tensor(guide_strokes).to(self.device)
+                    paint = make_painting_fn(opts.painting, *size, guide_strokes)
                     run = self._gradop_plus if method == "gradop+" else self._gradop
-                    images, losses = run(call, height, width, target, paint, opts, callback)
+                    images, losses = run(call, height, width, self.guidance_decode(opts), target, paint, opts,
+                                         callback, trajectory)
             grid = attention_grid(recorder, self.tokenizer, prompt) if recorder is not None else None
         return GenerationResult(images, params, losses, grid)
 
@@ -218,8 +256,10 @@ class GradopPipeline:
         return vae_decode(self.vae, latents)
 
     def guidance_decode(self, opts) -> GuidanceDecode:
-        """The decoder the optimisation differentiates, with the options' precision and memory."""
-        return GuidanceDecode(self.decode, self.vae, opts.guidance_precision, opts.guidance_checkpointing)
+        """The decoder the optimisation differentiates (the options' guidance_decoder), with the
+        options' precision and memory handling."""
+        decoder = self.guidance_decoders(opts.guidance_decoder)
+        return GuidanceDecode(decoder, self.vae, opts.guidance_precision, opts.guidance_checkpointing)
 
     @torch.no_grad()
     def preview(self, latents: torch.Tensor) -> Image.Image:
@@ -235,18 +275,35 @@ class GradopPipeline:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _text2img(self, call, height, width, callback, output_type="pil", counter=None):
+    def _text2img(self, call, height, width, callback, output_type="pil", counter=None, trajectory=None):
         from diffusers import StableDiffusionPipeline
 
-        counter = counter or _Counter(call["num_inference_steps"], callback)
+        steps = call["num_inference_steps"]
+        counter = counter or _Counter(steps, callback)
 
         def on_step(pipe, i, t, tensors):
+            if trajectory is not None:
+                trajectory.record(i, tensors["latents"], call["generator"])
             counter.advance("sampling", tensors["latents"])
             return tensors
 
-        return self._diffusers(StableDiffusionPipeline)(
-            **call, height=height, width=width, output_type=output_type, callback_on_step_end=on_step
-        ).images
+        pipe, step, latents = self._resume(StableDiffusionPipeline, trajectory, steps - 1, call["generator"])
+        for _ in range(step + 1):  # the steps it starts after count as done
+            counter.advance("sampling")
+        start = {} if latents is None else {"latents": latents}
+        return pipe(**call, height=height, width=width, output_type=output_type, callback_on_step_end=on_step,
+                    **start).images
+
+    def _resume(self, cls, trajectory, up_to: int, generator):
+        """(diffusers pipeline, step, latents): a pipeline of `cls` that starts after the furthest
+        step of `trajectory` recorded at or before `up_to`, that step and its latents (the
+        generator is put back to its state there); or a plain one, -1 and None."""
+        snapshot = trajectory.latest(up_to) if trajectory is not None else None
+        if snapshot is None:
+            return self._diffusers(cls), -1, None
+        pipe = self._diffusers(skipping(cls))
+        pipe.skip_steps = snapshot.step + 1
+        return pipe, snapshot.step, trajectory.resume(snapshot, generator)
 
     def _sdedit(self, call, image, strength, callback, counter=None):
         from diffusers import StableDiffusionImg2ImgPipeline
@@ -262,27 +319,42 @@ class GradopPipeline:
             **call, image=image, strength=strength, callback_on_step_end=on_step
         ).images
 
-    def _gradop_plus(self, call, height, width, target, paint, opts, callback):
+    def _gradop_plus(self, call, height, width, decode, target, paint, opts, callback, trajectory=None):
         from diffusers import StableDiffusionPipeline
 
         steps = call["num_inference_steps"]
         window = guidance_window(steps, opts.strength, opts.iterations)
         counter = _Counter(steps + len(window) * opts.grad_steps, callback)
-        on_step = GradopPlusCallback(self.guidance_decode(opts), target, paint, call["generator"], opts, steps,
-                                     on_sample=lambda latents: counter.advance("sampling", latents),
-                                     on_optimise=lambda: counter.advance("optimising"))
-        images = self._diffusers(StableDiffusionPipeline)(
-            **call, height=height, width=width, callback_on_step_end=on_step
-        ).images
-        return images, on_step.losses
+        guidance = GradopPlusCallback(decode, target, paint, call["generator"], opts, steps,
+                                      on_sample=lambda latents: counter.advance("sampling", latents),
+                                      on_optimise=lambda: counter.advance("optimising"))
 
-    def _gradop(self, call, height, width, target, paint, opts, callback):
+        def on_step(pipe, i, t, tensors):
+            if trajectory is not None and i <= window.start:  # text-only up to here (before guidance)
+                trajectory.record(i, tensors["latents"], call["generator"])
+            return guidance(pipe, i, t, tensors)
+
+        # With a shared trajectory: start from its furthest step up to the window's first; that
+        # step's own callback (guidance, when it is the window's first) runs here, then sampling goes on.
+        pipe, step, latents = self._resume(StableDiffusionPipeline, trajectory, window.start, call["generator"])
+        start = {}
+        if latents is not None:
+            for _ in range(step):
+                counter.advance("sampling")
+            pipe.scheduler.set_timesteps(steps, device=self.device)
+            start["latents"] = on_step(pipe, step, pipe.scheduler.timesteps[step], {"latents": latents})["latents"]
+        images = pipe(**call, height=height, width=width, callback_on_step_end=on_step, **start).images
+        return images, guidance.losses
+
+    def _gradop(self, call, height, width, decode, target, paint, opts, callback, trajectory=None):
         steps = call["num_inference_steps"]
         counter = _Counter(steps + opts.opt_steps + min(int(steps * opts.strength), steps), callback)
-        sample = self._text2img(call, height, width, None, output_type="latent", counter=counter)
+        sample = self._text2img(call, height, width, None, output_type="latent", counter=counter,
+                                trajectory=trajectory)
         optimized, losses = optimize_latents(
-            sample, self.guidance_decode(opts), target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample,
-            gamma=opts.gamma, batch=opts.guidance_batch, on_step=lambda *_: counter.advance("optimising"),
+            sample, decode, target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample, gamma=opts.gamma,
+            batch=opts.guidance_batch, early_stop=opts.guidance_early_stop,
+            on_step=lambda *_: counter.advance("optimising"),
         )
         # img2img takes a 4-channel tensor as ready latents: forward-diffuse z* to t0, denoise.
         batch = sample.shape[0]  # one prompt per latent: img2img does not repeat ready latents

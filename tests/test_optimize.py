@@ -41,3 +41,19 @@ def test_bad_settings_are_refused(decode, kwargs):
     with pytest.raises(ValueError):
         optimize_latents(torch.zeros(1, 4, 8, 8), decode, torch.zeros(1, 3, 64, 64),
                          make_painting_fn("blur", 64, 64), **kwargs)
+
+
+def test_early_stop_ends_the_optimisation_once_the_loss_has_converged():
+    # A decoder whose loss converges fast: the latent's first three channels are the colours.
+    def decode(z):
+        return torch.sigmoid(z[:, :3])
+
+    target = torch.full((1, 3, 8, 8), 0.3)
+    paint = make_painting_fn("blur", 8, 8)
+    latents = torch.zeros(1, 4, 8, 8)
+    _, every = optimize_latents(latents, decode, target, paint, steps=200, lr=0.1)
+    _, stopped = optimize_latents(latents, decode, target, paint, steps=200, lr=0.1, early_stop=0.01)
+    assert len(every) == 200
+    assert 2 <= len(stopped) < 200
+    assert stopped == every[: len(stopped)]  # the same path, cut short
+    assert abs(stopped[-1] - stopped[-2]) < 0.01 * stopped[-2]  # ...where it had converged

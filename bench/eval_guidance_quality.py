@@ -1,0 +1,83 @@
+"""Quality of each guidance decoder against the full VAE, on the demo model and held-out world scenes.
+
+    .venv/bin/python bench/eval_guidance_quality.py --scenes 20 --options vae,linear,conv,tiny
+
+For each held-out scene (seeds from gradop.world.scene.HELDOUT_SEED): its stroke painting and
+caption, GradOP+ with the release's defaults and the same seed, once per guidance decoder.
+Faithfulness: blurred L2 = MSE(f(output), f(strokes)), f = the release's blur scaled to 64 px
+(lower is better). Realism: the demo judge's photo probability (gradop/world/judge.py; higher
+is better). Prints one row per option with its relative difference to "vae" (the exact path),
+and whether it is within --tolerance (5%) on both. Also text2img, as the floor of faithfulness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from gradop.images import pil_to_tensor
+from gradop.painting import make_painting_fn
+from gradop.pipeline import GradopPipeline
+from gradop.sharing import SharedPasses
+from gradop.world import caption, render_strokes, sample_scene, to_pil
+from gradop.world.judge import load_judge
+from gradop.world.scene import HELDOUT_SEED
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=20)
+    parser.add_argument("--options", default="vae,linear,conv,tiny")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--tolerance", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="JSON with every row")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = GradopPipeline.from_pretrained("gradop-demo")
+    judge = load_judge()
+    paint = make_painting_fn("blur", 64, 64)
+    options = args.options.split(",")
+    rows = []
+    started = time.time()
+    for index in range(args.scenes):
+        scene = sample_scene(HELDOUT_SEED + index)
+        strokes, text = to_pil(render_strokes(scene)), caption(scene)
+        shared = SharedPasses()  # every decoder's GradOP+ starts with the same text-only steps
+        common = dict(seed=index, steps=args.steps, shared=shared)
+        images = {"text": pipe.generate("text", text, **common).images[0]}
+        for name in options:
+            images[name] = pipe.generate("gradop+", text, strokes, guidance_decoder=name, **common).images[0]
+        target = paint(pil_to_tensor(strokes))
+        batch = torch.cat([pil_to_tensor(image) for image in images.values()])
+        l2 = ((paint(batch) - target) ** 2).flatten(1).mean(1).tolist()
+        real = judge.realism(batch).tolist()
+        rows.append({"seed": HELDOUT_SEED + index, **{f"l2_{k}": v for k, v in zip(images, l2)},
+                     **{f"real_{k}": v for k, v in zip(images, real)}})
+        print(f"scene {index + 1}/{args.scenes}  {time.time() - started:.0f} s  load {os.getloadavg()[0]:.1f}",
+              flush=True)
+        if args.out:  # after every scene: a long run can be read before it ends
+            with open(args.out, "w") as f:
+                json.dump(rows, f, indent=1)
+        summarise(rows, options, args)
+
+
+def summarise(rows: list[dict], options: list[str], args) -> None:
+    mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "seed"}
+    print(f"\n{len(rows)} held-out scenes, demo model, GradOP+ defaults, {args.steps} steps")
+    print(f"{'option':<10} {'blurred L2':>10} {'vs vae':>8} {'realism':>8} {'vs vae':>8}  within {args.tolerance:.0%}")
+    for name in ["text", *options]:
+        l2, real = mean[f"l2_{name}"], mean[f"real_{name}"]
+        dl2 = l2 / mean["l2_vae"] - 1 if "vae" in options else float("nan")
+        dreal = real / mean["real_vae"] - 1 if "vae" in options else float("nan")
+        ok = name != "text" and dl2 <= args.tolerance and dreal >= -args.tolerance
+        print(f"{name:<10} {l2:10.4f} {dl2:+8.1%} {real:8.3f} {dreal:+8.1%}  {'yes' if ok else 'no'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

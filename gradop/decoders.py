@@ -1,0 +1,219 @@
+"""Guidance decoders: what turns a latent into colours inside the GradOP / GradOP+ optimisation.
+
+The optimisation compares *blurred* colours with the strokes (sigma 7 px at 512 px, under one
+latent pixel), so a decoder much cheaper than the VAE can stand in for it there. The final
+image is always decoded by the full VAE. Every option has one interface, `GuidanceDecoder`
+(scaled latents -> images in [0, 1], differentiable, at `pixels_per_latent` times the latent
+side), so the optimisation loop does not know which one it has. Chosen by name:
+
+- "vae": the model's full VAE decoder (exact; the release's path).
+- "vae-half": the VAE decoding a latent downsampled by 2 (a quarter of the work; the output
+  is half the size, and the loss is computed at that size).
+- "linear": a 1x1 latent-to-RGB map; "conv": a 3x3 one. Both are fitted by least squares on
+  the model's own VAE decodes (`fit_latent_to_rgb`) the first time they are used; no download,
+  so they work for every model. The output is at latent resolution.
+- "tiny": a diffusers `AutoencoderTiny` (TAESD family) decoder: the one the user supplies
+  (`GradopPipeline.from_pretrained(..., tiny_decoder=...)`), or the small decoder distilled
+  from the demo model's VAE that ships in pretrained_models/gradop-demo-taesd.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+GUIDANCE_DECODERS = ("vae", "vae-half", "linear", "conv", "tiny")
+DEMO_TINY_DECODER = Path(__file__).resolve().parents[1] / "pretrained_models" / "gradop-demo-taesd"
+# Models whose shipped distilled decoder "tiny" uses when the user supplies none.
+SHIPPED_TINY_DECODERS = {"gradop-demo": DEMO_TINY_DECODER}
+
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GuidanceDecoder:
+    """Scaled latents (B, C, h, w) -> images (B, 3, h * k, w * k) in [0, 1] with k =
+    `pixels_per_latent`; differentiable with respect to the latents."""
+
+    name: str
+    decode: DecodeFn
+    pixels_per_latent: float
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode(latents)
+
+    def output_size(self, latent_height: int, latent_width: int) -> tuple[int, int]:
+        return round(latent_height * self.pixels_per_latent), round(latent_width * self.pixels_per_latent)
+
+
+def resize_target(strokes: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The strokes at the decoder's output size (height, width): area-averaged, like the blur."""
+    height, width = size
+    if strokes.size == (width, height):
+        return strokes
+    return strokes.resize((width, height), Image.Resampling.BOX)
+
+
+# ----------------------------------------------------------------------------- the VAE, full or reduced
+
+def vae_decoder(vae, *, scale: float = 1.0, name: str = "vae") -> GuidanceDecoder:
+    """The VAE decoder, optionally on a latent downsampled by `scale` (area average)."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    from gradop.precision import vae_decode
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        if scale != 1.0:
+            latents = F.interpolate(latents, scale_factor=scale, mode="area")
+        return vae_decode(vae, latents)
+
+    return GuidanceDecoder(name, decode, factor * scale)
+
+
+# ----------------------------------------------------------------------------- fitted latent-to-RGB maps
+
+def _fitting_images(count: int, side: int, generator: torch.Generator) -> torch.Tensor:
+    """Smooth random colour fields with a few flat patches, in [0, 1]: colours of every kind at
+    low frequencies (what the blurred loss looks at). (count, 3, side, side)."""
+    coarse = torch.rand(count, 3, 4, 4, generator=generator)
+    images = F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=False)
+    for index in range(count):
+        for _ in range(3):
+            x0, y0 = (torch.randint(0, side * 3 // 4, (2,), generator=generator)).tolist()
+            w, h = (torch.randint(side // 8, side // 2, (2,), generator=generator)).tolist()
+            images[index, :, y0:y0 + h, x0:x0 + w] = torch.rand(3, 1, 1, generator=generator)
+    return images.clamp(0, 1)
+
+
+def fit_latent_to_rgb(vae, *, kernel_size: int = 1, count: int = 6, latent_side: int = 12,
+                      noise_levels=(0.0, 0.5, 0.8, 0.95), seed: int = 0) -> torch.nn.Conv2d:
+    """A conv (latent channels -> RGB, `kernel_size` x `kernel_size`) fitted by least squares so
+    that it predicts the model's own VAE decode, area-averaged to latent resolution.
+
+    The samples are the VAE's encodings of smooth random colour fields, clean and mixed with
+    Gaussian noise (z = sqrt(1 - s^2) z0 + s eps for each s in noise_levels): GradOP+ decodes
+    noisy latents in the middle of sampling, so the map is fitted where it is used.
+    """
+    generator = torch.Generator("cpu").manual_seed(seed)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    device, dtype = vae.device, vae.dtype
+    images = _fitting_images(count, latent_side * factor, generator)
+    with torch.no_grad():
+        clean = vae.encode((images * 2 - 1).to(device, dtype)).latent_dist.mean.float() * vae.config.scaling_factor
+        latents = []
+        for level in noise_levels:
+            noise = torch.randn(clean.shape, generator=generator).to(clean)
+            latents.append((1 - level**2) ** 0.5 * clean + level * noise)
+        latents = torch.cat(latents)
+        decoded = torch.cat([
+            vae.decode(chunk.to(dtype) / vae.config.scaling_factor, return_dict=False)[0].float()
+            for chunk in latents.split(count)
+        ])
+    targets = F.avg_pool2d((decoded + 1) / 2, factor)  # colours at latent resolution (not clamped)
+    pad = kernel_size // 2
+    # Each output pixel is a linear function of the k x k latent patch around it, plus a bias.
+    patches = F.unfold(F.pad(latents, (pad,) * 4, mode="replicate"), kernel_size)  # (N, C*k*k, h*w)
+    design = patches.permute(0, 2, 1).reshape(-1, patches.shape[1])
+    design = torch.cat([design, torch.ones(design.shape[0], 1, device=design.device)], dim=1)
+    wanted = targets.permute(0, 2, 3, 1).reshape(-1, 3)
+    solution = torch.linalg.lstsq(design.double().cpu(), wanted.double().cpu()).solution.float()
+    conv = torch.nn.Conv2d(latents.shape[1], 3, kernel_size, padding=pad, padding_mode="replicate")
+    with torch.no_grad():
+        conv.weight.copy_(solution[:-1].T.reshape(3, latents.shape[1], kernel_size, kernel_size))
+        conv.bias.copy_(solution[-1])
+    return conv.requires_grad_(False).to(device)
+
+
+def latent_map_decoder(conv: torch.nn.Conv2d, name: str) -> GuidanceDecoder:
+    """A fitted latent-to-RGB conv as a guidance decoder (output at latent resolution; not
+    clamped, so every pixel keeps its gradient)."""
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return conv(latents.to(conv.weight.dtype)).float()
+
+    return GuidanceDecoder(name, decode, 1.0)
+
+
+# ----------------------------------------------------------------------------- AutoencoderTiny
+
+def load_tiny_autoencoder(source, *, device=None, dtype=None):
+    """A diffusers AutoencoderTiny from a folder or hub id (offline unless cached), or one given."""
+    from diffusers import AutoencoderTiny
+
+    if isinstance(source, AutoencoderTiny):
+        model = source
+    else:
+        try:
+            model = AutoencoderTiny.from_pretrained(str(source), use_safetensors=True)
+        except (OSError, ValueError) as error:
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"could not load the tiny decoder '{source}' (an AutoencoderTiny folder or hub id, "
+                             f"e.g. madebyollin/taesd for SD 1.x): {first}") from None
+    return model.to(device=device, dtype=dtype).requires_grad_(False).eval()
+
+
+def tiny_decoder(autoencoder) -> GuidanceDecoder:
+    """An AutoencoderTiny decoder (its scaling factor is 1: it reads the scaled latents as they are)."""
+    factor = autoencoder.config.upsampling_scaling_factor ** (len(autoencoder.config.decoder_block_out_channels) - 1)
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        scaled = latents.to(autoencoder.dtype) / autoencoder.config.scaling_factor
+        images = autoencoder.decode(scaled, return_dict=False)[0]  # differentiable (forward() is not)
+        return ((images.float() + 1) / 2).clamp(0, 1)
+
+    return GuidanceDecoder("tiny", decode, float(factor))
+
+
+# ----------------------------------------------------------------------------- choosing by name
+
+class GuidanceDecoders:
+    """The guidance decoders of one loaded model, built on first use and kept (thread-safe).
+
+    `tiny_source`: an AutoencoderTiny, a folder or a hub id for "tiny"; default: the distilled
+    decoder shipped for `model_name`, if any. `compile=True` wraps each decoder in torch.compile.
+    """
+
+    def __init__(self, vae, *, model_name: str = "", tiny_source=None, compile: bool = False):
+        self.vae, self.compile = vae, compile
+        self.tiny_source = tiny_source if tiny_source is not None else SHIPPED_TINY_DECODERS.get(model_name)
+        self._built: dict[str, GuidanceDecoder] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> GuidanceDecoder:
+        check_decoder_name(name)
+        with self._lock:
+            if name not in self._built:
+                decoder = self._build(name)
+                if self.compile:
+                    decoder = GuidanceDecoder(decoder.name, torch.compile(decoder.decode), decoder.pixels_per_latent)
+                self._built[name] = decoder
+            return self._built[name]
+
+    def _build(self, name: str) -> GuidanceDecoder:
+        if name == "vae":
+            return vae_decoder(self.vae)
+        if name == "vae-half":
+            return vae_decoder(self.vae, scale=0.5, name=name)
+        if name in ("linear", "conv"):
+            return latent_map_decoder(fit_latent_to_rgb(self.vae, kernel_size=1 if name == "linear" else 3), name)
+        if self.tiny_source is None:
+            raise ValueError("the 'tiny' guidance decoder needs an AutoencoderTiny for this model: pass "
+                             "tiny_decoder='madebyollin/taesd' (SD 1.x) or a folder to from_pretrained, "
+                             "or choose 'linear'")
+        autoencoder = load_tiny_autoencoder(self.tiny_source, device=self.vae.device, dtype=self.vae.dtype)
+        latent_channels = self.vae.config.latent_channels
+        if autoencoder.config.latent_channels != latent_channels:
+            raise ValueError(f"the tiny decoder reads {autoencoder.config.latent_channels}-channel latents but this "
+                             f"model's are {latent_channels}-channel; use the TAESD made for this model family")
+        return tiny_decoder(autoencoder)
+
+
+def check_decoder_name(name) -> None:
+    if name not in GUIDANCE_DECODERS:
+        raise ValueError(f"unknown guidance decoder '{name}'; choose one of {', '.join(GUIDANCE_DECODERS)}")

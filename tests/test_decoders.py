@@ -1,0 +1,137 @@
+"""Guidance decoders: the interface, the fitted latent-to-RGB maps, reduced-resolution VAE
+decoding, AutoencoderTiny (user-supplied and the demo model's shipped one), and their use in
+GradOP+ (recorded in the PNG)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradop.decoders import (DEMO_TINY_DECODER, GUIDANCE_DECODERS, GuidanceDecoders, fit_latent_to_rgb,
+                             latent_map_decoder, vae_decoder)
+from gradop.metadata import png_bytes, read_params
+from gradop.world import render_photo, sample_scene
+from gradop.world.scene import HELDOUT_SEED
+
+
+def small_tiny_autoencoder(factor_blocks: int):
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    channels = (8,) * factor_blocks
+    return AutoencoderTiny(encoder_block_out_channels=channels, decoder_block_out_channels=channels,
+                           num_encoder_blocks=(1,) * factor_blocks, num_decoder_blocks=(1,) * factor_blocks)
+
+
+@pytest.fixture(scope="module")
+def demo_vae():
+    from diffusers import AutoencoderKL
+
+    folder = DEMO_TINY_DECODER.parent / "gradop-demo" / "vae"
+    return AutoencoderKL.from_pretrained(folder).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def heldout_latents(demo_vae):
+    """Scaled latents of 12 held-out world photos: clean and mixed with noise (as GradOP+ sees them)."""
+    photos = np.stack([render_photo(sample_scene(HELDOUT_SEED + i)) for i in range(12)])
+    x = torch.from_numpy(photos).permute(0, 3, 1, 2).float()
+    x = x / 255 if x.max() > 1.5 else x
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        clean = demo_vae.encode(x * 2 - 1).latent_dist.mean * demo_vae.config.scaling_factor
+    noisy = 0.6 * clean + 0.8 * torch.randn(clean.shape, generator=generator)
+    return clean, noisy
+
+
+def explained(prediction: torch.Tensor, reference: torch.Tensor) -> float:
+    """Share of the reference's variance that the prediction explains (R^2)."""
+    return 1 - F.mse_loss(prediction, reference).item() / reference.var().item()
+
+
+@pytest.mark.parametrize("name", GUIDANCE_DECODERS)
+def test_every_decoder_gives_images_in_range_with_gradients_at_its_size(tiny_pipe, name):
+    decoders = GuidanceDecoders(tiny_pipe.vae, tiny_source=small_tiny_autoencoder(4))
+    decoder = decoders(name)
+    latents = torch.randn(2, 4, 8, 8, requires_grad=True)
+    images = decoder(latents)
+    assert images.shape == (2, 3, *decoder.output_size(8, 8))
+    assert images.shape[-1] == {"vae": 64, "vae-half": 32, "linear": 8, "conv": 8, "tiny": 64}[name]
+    if name not in ("linear", "conv"):  # the fitted maps are not clamped (every pixel keeps a gradient)
+        assert 0 <= images.min() and images.max() <= 1
+    (grad,) = torch.autograd.grad(images.mean(), [latents])
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert decoders(name) is decoder  # built once per model
+
+
+def test_bad_names_and_a_missing_tiny_decoder_are_clear_errors(tiny_pipe):
+    decoders = GuidanceDecoders(tiny_pipe.vae, model_name="tiny-random")
+    with pytest.raises(ValueError, match="unknown guidance decoder 'taesd'; choose one of vae, vae-half"):
+        decoders("taesd")
+    with pytest.raises(ValueError, match="needs an AutoencoderTiny for this model.*or choose 'linear'"):
+        decoders("tiny")
+    with pytest.raises(ValueError, match="could not load the tiny decoder"):
+        GuidanceDecoders(tiny_pipe.vae, tiny_source="/nonexistent/taesd")("tiny")
+
+
+def test_fitted_maps_predict_the_vaes_colours_on_held_out_world_latents(demo_vae, heldout_latents):
+    full = vae_decoder(demo_vae)
+    # Measured: 1x1 explains 0.85 (clean) / 0.73 (noisy), 3x3 0.87 / 0.84.
+    for kernel, needs in ((1, (0.8, 0.65)), (3, (0.8, 0.78))):
+        fitted = latent_map_decoder(fit_latent_to_rgb(demo_vae, kernel_size=kernel), "fit")
+        for latents, need in zip(heldout_latents, needs):
+            with torch.no_grad():
+                reference = F.avg_pool2d(full(latents), 4)  # the VAE's colours at latent resolution
+                prediction = fitted(latents).clamp(0, 1)
+                mean_colour = reference.mean((0, 2, 3), keepdim=True).expand_as(reference)
+            assert explained(prediction, reference) > need, kernel
+            assert explained(mean_colour, reference) < 0.05  # the bar means something
+
+
+def test_half_resolution_vae_keeps_the_colours(demo_vae, heldout_latents):
+    full, half = vae_decoder(demo_vae), vae_decoder(demo_vae, scale=0.5, name="vae-half")
+    clean, _ = heldout_latents
+    with torch.no_grad():
+        reference = F.avg_pool2d(full(clean), 8)
+        prediction = F.avg_pool2d(half(clean), 4)
+    assert explained(prediction, reference) > 0.8
+
+
+@pytest.mark.skipif(not (DEMO_TINY_DECODER / "config.json").is_file(), reason="distilled decoder not shipped")
+def test_shipped_tiny_decoder_matches_the_demo_vae(demo_vae, heldout_latents):
+    decoders = GuidanceDecoders(demo_vae, model_name="gradop-demo")
+    tiny, full = decoders("tiny"), decoders("vae")
+    # Measured: explains 0.94 of the VAE's pixel variance on clean latents, 0.70 on noisy ones.
+    for latents, need in zip(heldout_latents, (0.9, 0.6)):
+        with torch.no_grad():
+            assert explained(tiny(latents), full(latents)) > need
+    size = sum(p.stat().st_size for p in DEMO_TINY_DECODER.iterdir())
+    assert size < 2 * 2**20  # small enough to ship
+
+
+@pytest.fixture(scope="module")
+def demo_pipe():
+    from gradop.pipeline import GradopPipeline
+
+    return GradopPipeline.from_pretrained("gradop-demo")
+
+
+def test_gradop_plus_with_the_linear_map_follows_the_strokes_and_records_it(demo_pipe, strokes):
+    from gradop.images import pil_to_tensor
+    from gradop.painting import make_painting_fn
+
+    prompt = "a red hut beside a lake under a blue sky"
+    text = demo_pipe.text2img(prompt, steps=10, seed=3)
+    guided = demo_pipe.gradop_plus(prompt, strokes, steps=10, seed=3, guidance_decoder="linear")
+    assert guided.params["guidance_decoder"] == "linear"
+    assert read_params(png_bytes(guided.images[0], guided.image_params(0)))["guidance_decoder"] == "linear"
+    assert guided.losses[-1] < guided.losses[0]
+    paint, target = make_painting_fn("blur", 64, 64), pil_to_tensor(strokes)
+
+    def blurred_l2(image):
+        return F.mse_loss(paint(pil_to_tensor(image)), paint(target)).item()
+
+    exact = demo_pipe.gradop_plus(prompt, strokes, steps=10, seed=3, guidance_decoder="vae")
+    # Measured: text 0.143, full VAE 0.127, linear map 0.125 (blurred L2 to the strokes).
+    assert blurred_l2(guided.images[0]) < 0.95 * blurred_l2(text.images[0])
+    assert blurred_l2(guided.images[0]) < 1.1 * blurred_l2(exact.images[0])
