@@ -1,0 +1,149 @@
+"""Edit mode: the edit region, blended latent diffusion, the paste-back, and fitting photos."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from gradop.editing import (blend_latents, dilate, feathered_alpha, fit_image, fit_size, latent_mask,
+                            painted_area, prepare_edit)
+from gradop.models import ddim_scheduler
+
+
+def photo(size=(64, 64), seed=0) -> Image.Image:
+    """A textured 'photo' (smooth gradient plus noise), so copied pixels are easy to tell apart."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx / w * 200, yy / h * 200, np.full((h, w), 90.0)], -1) + rng.normal(0, 12, (h, w, 3))
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+
+
+def blob(size=(64, 64), box=(20, 24, 40, 44), fill=(200, 40, 30, 255), mode="RGBA") -> Image.Image:
+    image = Image.new(mode, size, (0, 0, 0, 0) if mode == "RGBA" else "white")
+    ImageDraw.Draw(image).ellipse(box, fill=fill if mode == "RGBA" else fill[:3])
+    return image
+
+
+def test_painted_area_alpha_and_non_white_rule():
+    rgba = blob()
+    assert painted_area(rgba).sum() == (np.asarray(rgba)[..., 3] > 0).sum() > 0
+    rgb = np.full((16, 16, 3), 255, np.uint8)
+    rgb[:4] = (250, 248, 252)  # near-white (paper, JPEG noise) is canvas
+    rgb[8:12, 8:12] = (30, 120, 40)
+    painted = painted_area(Image.fromarray(rgb))
+    assert painted.sum() == 16 and painted[8:12, 8:12].all()
+
+
+def test_dilate_feather_and_latent_mask():
+    region = torch.zeros(32, 32, dtype=torch.bool)
+    region[16, 10:20] = True  # a 1-pixel line
+    grown = dilate(region, 2)
+    assert grown[14:19, 10:20].all() and not grown[13].any() and not grown[19].any()
+    alpha = feathered_alpha(grown, 3)
+    assert torch.all(alpha[grown] == 1)
+    # Linear ramp: 3/4, 2/4, 1/4 going up from the grown region's edge, then exactly 0.
+    assert alpha[11:14, 15].tolist() == pytest.approx([0.25, 0.5, 0.75]) and alpha[10, 15] == 0
+    assert alpha[:10].sum() == 0
+    cells = latent_mask(region, 8)
+    assert cells.shape == (1, 1, 4, 4)
+    assert cells[0, 0, 2, 1:3].tolist() == [1, 1] and cells.sum() == 2  # a thin stroke still gets its cells
+
+
+@pytest.mark.parametrize("size", [(640, 480), (300, 900), (40, 30), (64, 64)])
+def test_fit_size_keeps_aspect_ratio_and_model_area(size):
+    width, height = fit_size(size, 64)
+    assert width % 8 == 0 and height % 8 == 0
+    assert abs(width / height - size[0] / size[1]) <= 0.5 * (size[0] / size[1]) * (8 / min(width, height))
+    assert 0.6 * 64 * 64 <= width * height <= 1.4 * 64 * 64
+    fitted = fit_image(photo(size), (width, height))
+    assert fitted.size == (width, height)
+
+
+def test_fit_image_does_not_distort():
+    # A circle in a 4:3 photo stays a circle in the fitted image (crop, not stretch).
+    image = Image.new("RGB", (400, 300), "white")
+    ImageDraw.Draw(image).ellipse((150, 100, 250, 200), fill="black")
+    fitted = np.asarray(fit_image(image, fit_size(image.size, 64)).convert("L")) < 128
+    ys, xs = np.nonzero(fitted)
+    assert abs((xs.max() - xs.min()) - (ys.max() - ys.min())) <= 1
+
+
+def test_prepare_edit_rgba_and_rgb_strokes_composite_over_the_photo():
+    background = photo()
+    for strokes in (blob(), blob(mode="RGB")):
+        edit = prepare_edit(strokes, background, (64, 64))
+        composite, base = np.asarray(edit.composite), np.asarray(background)
+        painted = painted_area(strokes)
+        assert np.array_equal(composite[~painted], base[~painted])  # RGB white is not painted white
+        assert np.abs(composite[painted].astype(int) - (200, 40, 30)).max() <= 1
+        on_white = np.asarray(edit.strokes_on_white)
+        assert (on_white[~painted] == 255).all()
+        assert edit.region.sum() > painted.sum() and edit.params()["mode"] == "edit"
+
+
+def test_prepare_edit_fits_large_photo_and_strokes_together():
+    big, strokes = photo((256, 192)), blob((256, 192), box=(80, 90, 160, 150))
+    edit = prepare_edit(strokes, big, fit_size(big.size, 64))
+    assert edit.background.size == edit.composite.size == (72, 56)
+    ys, xs = np.nonzero(edit.painted.numpy())
+    assert abs(xs.mean() - 120 * 72 / 256) < 2 and abs(ys.mean() - 120 * 56 / 192) < 2
+
+
+def test_prepare_edit_errors_are_one_line():
+    with pytest.raises(ValueError, match="nothing is painted"):
+        prepare_edit(Image.new("RGBA", (64, 64)), photo(), (64, 64))
+    with pytest.raises(ValueError, match="aspect ratio"):
+        prepare_edit(blob((64, 32)), photo(), (64, 64))
+    with pytest.raises(ValueError, match=">= 0"):
+        prepare_edit(blob(), photo(), (64, 64), feather_px=-1)
+
+
+def test_explicit_mask_replaces_the_strokes_rule():
+    mask = Image.new("L", (128, 128), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 63, 127), fill=255)  # left half, at another resolution
+    edit = prepare_edit(None, photo(), (64, 64), mask=mask, dilate_px=0, feather_px=0)
+    assert edit.region[:, :32].all() and not edit.region[:, 32:].any()
+    assert edit.params()["edit_mask"] == "explicit"
+    assert np.array_equal(np.asarray(edit.composite), np.asarray(photo()))
+
+
+def test_paste_back_copies_every_pixel_outside_the_feather():
+    background = photo()
+    edit = prepare_edit(blob(), background, (64, 64))
+    generated = Image.fromarray(np.zeros((64, 64, 3), np.uint8))
+    (out,) = edit.paste_back([generated])
+    out, base, alpha = np.asarray(out), np.asarray(background), edit.alpha.numpy()
+    assert np.array_equal(out[alpha == 0], base[alpha == 0])
+    assert (out[alpha == 1] == 0).all()
+    band = (alpha > 0) & (alpha < 1)
+    assert band.any() and (np.abs(out[band].astype(int) - np.rint((1 - alpha[band, None]) * base[band])) <= 1).all()
+
+
+def test_guidance_loss_counts_only_painted_pixels():
+    edit = prepare_edit(blob(), photo(), (64, 64))
+    target = torch.rand(1, 3, 64, 64)
+    paint, weighted_target = edit.guidance(lambda x: x, target)
+    image = torch.rand(1, 3, 64, 64)
+    m = edit.painted
+    expected = ((image - target) ** 2)[..., m].mean()
+    assert torch.nn.functional.mse_loss(paint(image), weighted_target).item() == pytest.approx(expected.item(), rel=1e-5)
+    image2 = image.clone()
+    image2[..., ~edit.painted] = 0.5  # changing unpainted pixels does not change the loss
+    assert torch.nn.functional.mse_loss(paint(image2), weighted_target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_blend_latents_keeps_inside_and_noised_background_outside():
+    scheduler = ddim_scheduler({})
+    scheduler.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    latents, background, noise = (torch.randn(1, 4, 8, 8, generator=g) for _ in range(3))
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:5, 3:6] = 1
+    t = scheduler.timesteps[4].reshape(1)
+    out = blend_latents(latents, background, mask, noise, scheduler, t)
+    inside = mask.bool().expand_as(out)
+    assert torch.equal(out[inside], latents[inside])
+    assert torch.allclose(out[~inside], scheduler.add_noise(background, noise, t)[~inside])
+    clean = blend_latents(latents, background, mask, noise, scheduler, None)
+    assert torch.equal(clean[~inside], background[~inside])
