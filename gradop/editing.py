@@ -130,6 +130,7 @@ class EditSetup:
     dilate: int
     feather: int
     explicit_mask: bool
+    edit: bool = True  # False: "re-imagine the whole image" over the composite (no blending)
 
     def latent_mask(self, factor: int) -> torch.Tensor:
         return latent_mask(self.region, factor)
@@ -137,6 +138,8 @@ class EditSetup:
     def params(self) -> dict:
         """What the PNG records about the edit."""
         digest = hashlib.sha256(self.background.tobytes()).hexdigest()[:16]
+        if not self.edit:
+            return {"mode": "reimagine", "background_sha256": digest}
         return {"mode": "edit", "edit_dilate": self.dilate, "edit_feather": self.feather,
                 "edit_mask": "explicit" if self.explicit_mask else "strokes", "background_sha256": digest,
                 "edit_area": round(float(self.region.float().mean()), 4)}
@@ -163,11 +166,13 @@ class EditSetup:
 
 
 def prepare_edit(strokes: Image.Image | None, background: Image.Image, size: tuple[int, int], *, mask=None,
-                 dilate_px: int | None = None, feather_px: int | None = None) -> EditSetup:
+                 dilate_px: int | None = None, feather_px: int | None = None, edit: bool = True) -> EditSetup:
     """Fit the background and strokes to `size` (width, height) and build the edit region.
 
     Strokes painted over the photo must have its aspect ratio (any resolution); None means
-    nothing painted (then `mask` says what to change)."""
+    nothing painted (then `mask` says what to change). With edit=False ("re-imagine the whole
+    image") only the composite is used, and an empty painting is allowed (the photo alone is
+    the target)."""
     width, height = size
     if strokes is None:
         strokes = Image.new("RGBA", background.size, (0, 0, 0, 0))
@@ -190,7 +195,7 @@ def prepare_edit(strokes: Image.Image | None, background: Image.Image, size: tup
         area = explicit
     else:
         area = painted
-    if not bool(area.any()):
+    if edit and not bool(area.any()):
         raise ValueError("nothing is painted, so an edit would return the background unchanged; paint over the "
                          "part to change, pass a mask, or re-imagine the whole image")
     region = dilate(area, dilate_px)
@@ -206,7 +211,7 @@ def prepare_edit(strokes: Image.Image | None, background: Image.Image, size: tup
         composite=Image.fromarray(np.rint(composite).astype(np.uint8)),
         strokes_on_white=Image.fromarray(np.rint(on_white).astype(np.uint8)),
         painted=painted & region, region=region, alpha=feathered_alpha(region, feather_px),
-        dilate=dilate_px, feather=feather_px, explicit_mask=mask is not None,
+        dilate=dilate_px, feather=feather_px, explicit_mask=mask is not None, edit=edit,
     )
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from gradop import __version__
 from gradop.attention import AttentionRecorder, attention_grid, region_control
+from gradop.editing import LatentBlend, encode_image, fit_size, prepare_edit
 from gradop.images import load_image, pil_to_tensor, to_rgb
 from gradop.metadata import save_png
 from gradop.models import ddim_scheduler, load_components
@@ -142,20 +143,46 @@ class GradopPipeline:
         region_strength: float = 0.5,
         append_missing_words: bool = False,
         attention_maps: bool = False,
-        background: Image.Image | None = None,
+        background=None,
+        edit: bool | None = None,
+        mask=None,
+        edit_dilate: int | None = None,
+        edit_feather: int | None = None,
         callback: Callable[[Progress], None] | None = None,
     ) -> GenerationResult:
         """Run `method` ("gradop+", "gradop", "sdedit" or "text"); the named methods above are
-        shortcuts. Knobs that a method does not use are ignored (and not recorded)."""
+        shortcuts. Knobs that a method does not use are ignored (and not recorded).
+
+        With a `background` (a photo or an earlier result) the default is an edit (see
+        gradop.editing): only the painted area (or `mask`, white = change), grown by
+        `edit_dilate` and feathered over `edit_feather` pixels, is synthesised; every other
+        pixel is the background's. edit=False re-imagines the whole image from the strokes over
+        the background. The output keeps the background's aspect ratio at about the model's
+        native area unless height/width are given."""
         if method not in METHODS:
             raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty; describe the image you want")
         guided = method != "text"
-        if guided and strokes is None:
+        edit = background is not None if edit is None else bool(edit)
+        if edit and background is None:
+            raise ValueError("edit mode needs a background to keep: pass background= (a photo or an earlier result), "
+                             "or edit=False")
+        if mask is not None and not edit:
+            raise ValueError("a mask marks what an edit changes: pass a background and leave edit on, or drop the mask")
+        if guided and strokes is None and background is None:
             raise ValueError(f"method '{method}' needs a stroke image; pass strokes or use method 'text'")
-        stroke_image = to_rgb(load_image(strokes, what="stroke image"), background or (255, 255, 255)) if strokes is not None else None
-        height, width = self._size(height, width, stroke_image)
+        stroke_source = load_image(strokes, what="stroke image") if strokes is not None else None
+        edit_setup = region_source = None
+        if background is not None:
+            background = load_image(background, what="background photo")
+            height, width = self._background_size(height, width, background)
+            edit_setup = prepare_edit(stroke_source, background, (width, height), mask=mask, dilate_px=edit_dilate,
+                                      feather_px=edit_feather, edit=edit)
+            stroke_image, region_source = edit_setup.composite, edit_setup.strokes_on_white
+        else:
+            stroke_image = to_rgb(stroke_source) if stroke_source is not None else None
+            height, width = self._size(height, width, stroke_image)
         validate_options(steps=steps, guidance_scale=guidance_scale, eta=eta, num_images=num_images,
                          strength=strength, iterations=iterations, grad_steps=grad_steps, lr=lr,
                          opt_steps=opt_steps, gamma=gamma, region_strength=region_strength, painting=painting)
@@ -177,29 +204,36 @@ class GradopPipeline:
         params.update(method_knobs[method])
         if stroke_image is not None:
             params["strokes_sha256"] = hashlib.sha256(stroke_image.tobytes()).hexdigest()[:16]
+        if edit_setup is not None:
+            params.update(edit_setup.params())
 
         with self._lock:
             prompt, region_context, recorder, region_params = self._region_control(
-                prompt, regions, region_strength, stroke_image, (height, width), guidance_scale,
+                prompt, regions, region_strength, region_source or stroke_image, (height, width), guidance_scale,
                 append_missing_words, attention_maps,
             )
             params.update(region_params, prompt=prompt)
             call = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
                         guidance_scale=guidance_scale, eta=eta, generator=generator, num_images_per_prompt=num_images)
+            blend = self._latent_blend(edit_setup, num_images, height, width, generator) if edit else None
             with region_context:
                 if method == "text":
-                    images, losses = self._text2img(call, height, width, callback), []
+                    images, losses = self._text2img(call, height, width, callback, blend=blend), []
                 elif method == "sdedit":
-                    images, losses = self._sdedit(call, stroke_image, strength, callback), []
+                    images, losses = self._sdedit(call, stroke_image, strength, callback, blend=blend), []
                 else:
                     target = pil_to_tensor(stroke_image).to(self.device)
                     paint = make_painting_fn(painting, height, width, stroke_image)
+                    if edit:  # the pull towards the strokes counts the painted pixels only
+                        paint, target = edit_setup.guidance(paint, target)
                     if method == "gradop+":
                         images, losses = self._gradop_plus(call, height, width, target, paint, strength,
-                                                           iterations, grad_steps, lr, callback)
+                                                           iterations, grad_steps, lr, callback, blend=blend)
                     else:
                         images, losses = self._gradop(call, height, width, target, paint, strength,
-                                                      opt_steps, gamma, lr, callback)
+                                                      opt_steps, gamma, lr, callback, blend=blend)
+            if edit:
+                images = edit_setup.paste_back(images)
             grid = attention_grid(recorder, self.tokenizer, prompt) if recorder is not None else None
         return GenerationResult(images, params, losses, grid)
 
@@ -224,26 +258,31 @@ class GradopPipeline:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _text2img(self, call, height, width, callback, output_type="pil", counter=None):
+    def _text2img(self, call, height, width, callback, output_type="pil", counter=None, blend=None):
         from diffusers import StableDiffusionPipeline
 
         counter = counter or _Counter(call["num_inference_steps"], callback)
 
         def on_step(pipe, i, t, tensors):
+            if blend is not None:
+                tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
             counter.advance("sampling", tensors["latents"])
             return tensors
 
+        start = {"latents": blend.noise} if blend is not None else {}  # one noise for sampling and blending
         return self._diffusers(StableDiffusionPipeline)(
-            **call, height=height, width=width, output_type=output_type, callback_on_step_end=on_step
+            **call, **start, height=height, width=width, output_type=output_type, callback_on_step_end=on_step
         ).images
 
-    def _sdedit(self, call, image, strength, callback, counter=None):
+    def _sdedit(self, call, image, strength, callback, counter=None, blend=None):
         from diffusers import StableDiffusionImg2ImgPipeline
 
         steps = call["num_inference_steps"]
         counter = counter or _Counter(min(int(steps * strength), steps), callback)
 
         def on_step(pipe, i, t, tensors):
+            if blend is not None:
+                tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
             counter.advance("denoising", tensors["latents"])
             return tensors
 
@@ -251,7 +290,8 @@ class GradopPipeline:
             **call, image=image, strength=strength, callback_on_step_end=on_step
         ).images
 
-    def _gradop_plus(self, call, height, width, target, paint, strength, iterations, grad_steps, lr, callback):
+    def _gradop_plus(self, call, height, width, target, paint, strength, iterations, grad_steps, lr, callback,
+                     blend=None):
         from diffusers import StableDiffusionPipeline
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -264,6 +304,8 @@ class GradopPipeline:
         losses: list[float] = []
 
         def on_step(pipe, i, t, tensors):
+            if blend is not None:
+                tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
             latents = tensors["latents"]
             counter.advance("sampling", latents)
             if i in window:
@@ -277,17 +319,20 @@ class GradopPipeline:
                 noise = randn_tensor(latents.shape, generator=call["generator"], device=latents.device, dtype=latents.dtype)
                 next_t = pipe.scheduler.timesteps[i + 1].reshape(1)
                 tensors["latents"] = pipe.scheduler.add_noise(optimized, noise, next_t)
+                if blend is not None:  # the re-noising must not move the background either
+                    tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
             return tensors
 
+        start = {"latents": blend.noise} if blend is not None else {}
         images = self._diffusers(StableDiffusionPipeline)(
-            **call, height=height, width=width, callback_on_step_end=on_step
+            **call, **start, height=height, width=width, callback_on_step_end=on_step
         ).images
         return images, losses
 
-    def _gradop(self, call, height, width, target, paint, strength, opt_steps, gamma, lr, callback):
+    def _gradop(self, call, height, width, target, paint, strength, opt_steps, gamma, lr, callback, blend=None):
         steps = call["num_inference_steps"]
         counter = _Counter(steps + opt_steps + min(int(steps * strength), steps), callback)
-        sample = self._text2img(call, height, width, None, output_type="latent", counter=counter)
+        sample = self._text2img(call, height, width, None, output_type="latent", counter=counter, blend=blend)
         optimized, losses = optimize_latents(
             sample, self.decode, target, paint, steps=opt_steps, lr=lr, anchor=sample, gamma=gamma,
             on_step=lambda *_: counter.advance("optimising"),
@@ -296,7 +341,29 @@ class GradopPipeline:
         batch = sample.shape[0]  # one prompt per latent: img2img does not repeat ready latents
         per_image = dict(call, prompt=[call["prompt"]] * batch, negative_prompt=[call["negative_prompt"]] * batch,
                          num_images_per_prompt=1)
-        return self._sdedit(per_image, optimized, strength, None, counter=counter), losses
+        return self._sdedit(per_image, optimized, strength, None, counter=counter, blend=blend), losses
+
+    def _latent_blend(self, setup, num_images, height, width, generator) -> LatentBlend:
+        """Blended latent diffusion for one edit: the background's latents, the latent mask, and
+        the noise that both starts the sampling and noises the background at every step."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        shape = (num_images, self.vae.config.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
+        background = encode_image(self.vae, setup.background, self.device, self.dtype)
+        return LatentBlend(background, setup.latent_mask(self.vae_scale_factor).to(self.device), noise)
+
+    def _background_size(self, height, width, background: Image.Image) -> tuple[int, int]:
+        """The background's shape at about the model's native area (or the given height/width)."""
+        fitted_width, fitted_height = fit_size(background.size, self.default_size)
+        if height is None and width is None:
+            height, width = fitted_height, fitted_width
+        elif height is None:
+            height = max(8, round(width * background.height / background.width / 8) * 8)
+        elif width is None:
+            width = max(8, round(height * background.width / background.height / 8) * 8)
+        validate_options(height=height, width=width)
+        return height, width
 
     def _size(self, height, width, strokes: Image.Image | None) -> tuple[int, int]:
         if height is None and width is None and strokes is not None and strokes.size[0] % 8 == 0 and strokes.size[1] % 8 == 0:

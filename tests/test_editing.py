@@ -7,6 +7,7 @@ from PIL import Image, ImageDraw
 
 from gradop.editing import (blend_latents, dilate, feathered_alpha, fit_image, fit_size, latent_mask,
                             painted_area, prepare_edit)
+from gradop.images import pil_to_tensor
 from gradop.models import ddim_scheduler
 
 
@@ -147,3 +148,123 @@ def test_blend_latents_keeps_inside_and_noised_background_outside():
     assert torch.allclose(out[~inside], scheduler.add_noise(background, noise, t)[~inside])
     clean = blend_latents(latents, background, mask, noise, scheduler, None)
     assert torch.equal(clean[~inside], background[~inside])
+
+
+# ----------------------------------------------------------------------------- edit mode in the pipeline
+
+PROMPT = "a photo of a red hut"
+EDIT = dict(steps=4, seed=3)
+
+
+@pytest.mark.parametrize("method", ["text", "sdedit", "gradop+", "gradop"])
+def test_edit_keeps_every_pixel_outside_the_feather(tiny_pipe, tmp_path, method):
+    from gradop.metadata import read_params
+
+    background, strokes = photo(), blob()
+    result = tiny_pipe.generate(method, PROMPT, strokes, background=background, num_images=2, **EDIT)
+    edit = prepare_edit(strokes, background, (64, 64))
+    outside, inside = edit.alpha.numpy() == 0, edit.alpha.numpy() == 1
+    for image in result.images:
+        out, base = np.asarray(image), np.asarray(background)
+        assert np.array_equal(out[outside], base[outside])
+        assert np.abs(out[inside].astype(int) - base[inside]).mean() > 10  # the painted area was synthesised
+    (path, _) = result.save(tmp_path / "edit.png")
+    params = read_params(path)
+    assert params["mode"] == "edit" and params["edit_feather"] == 2 and params["edit_dilate"] == 1
+
+
+def test_text_edit_is_diffusers_inpainting_for_a_4_channel_unet(tiny_pipe):
+    """Our blending step reproduces StableDiffusionInpaintPipeline's latent blending exactly
+    (same noise, same latent mask, the background's latents): inside the paste-back's opaque
+    core the pixels are the same."""
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+
+    from gradop.editing import encode_image
+
+    background, strokes = photo(seed=4), blob()
+    ours = tiny_pipe.generate("text", PROMPT, strokes, background=background, negative_prompt="blurry", **EDIT)
+    edit = prepare_edit(strokes, background, (64, 64))
+    cells = latent_mask(edit.region, tiny_pipe.vae_scale_factor)
+    mask_image = Image.fromarray((F_nearest(cells, 64) * 255).astype(np.uint8))
+    latents = encode_image(tiny_pipe.vae, edit.background, "cpu", torch.float32)
+    reference = StableDiffusionInpaintPipeline(
+        **tiny_pipe.components | {"scheduler": DDIMScheduler.from_config(tiny_pipe.scheduler_config)},
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )(PROMPT, image=latents, mask_image=mask_image, masked_image_latents=latents, strength=1.0, height=64, width=64,
+      negative_prompt="blurry", num_inference_steps=EDIT["steps"], generator=torch.Generator().manual_seed(EDIT["seed"]),
+      ).images[0]
+    core = edit.alpha.numpy() == 1
+    assert np.abs(np.asarray(ours.images[0])[core].astype(int) - np.asarray(reference)[core]).max() <= 1
+
+
+def F_nearest(cells: torch.Tensor, size: int) -> np.ndarray:
+    return torch.nn.functional.interpolate(cells, size=(size, size), mode="nearest")[0, 0].numpy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradop_plus_edit_follows_the_strokes_inside_better_than_unguided(tiny_pipe, seed):
+    from gradop.painting import make_painting_fn
+
+    background, strokes = photo(), blob(box=(12, 12, 52, 52))
+    guided = tiny_pipe.generate("gradop+", PROMPT, strokes, background=background, steps=6, seed=seed).images[0]
+    unguided = tiny_pipe.generate("text", PROMPT, strokes, background=background, steps=6, seed=seed).images[0]
+    edit = prepare_edit(strokes, background, (64, 64))
+    paint = make_painting_fn("blur", 64, 64)
+    target = pil_to_tensor(edit.composite)
+
+    def painted_error(image):
+        return ((paint(pil_to_tensor(image)) - target) ** 2)[..., edit.painted].mean().item()
+
+    assert painted_error(guided) < painted_error(unguided)
+
+
+@pytest.mark.parametrize("size, expected", [((256, 192), (72, 56)), ((30, 40), (56, 72)), ((64, 64), (64, 64))])
+def test_a_photo_larger_or_smaller_than_the_model_keeps_its_aspect_ratio(tiny_pipe, size, expected):
+    background = photo(size)
+    strokes = blob(size, box=tuple(int(v * s) for v, s in zip((0.3, 0.3, 0.6, 0.6), size * 2)))
+    result = tiny_pipe.generate("sdedit", PROMPT, strokes, background=background, **EDIT)
+    assert result.images[0].size == expected and (result.params["width"], result.params["height"]) == expected
+    assert abs(expected[0] / expected[1] - size[0] / size[1]) < 0.1
+    # Outside the edit, the output is the photo fitted without distortion.
+    edit = prepare_edit(strokes, background, expected)
+    outside = edit.alpha.numpy() == 0
+    assert np.array_equal(np.asarray(result.images[0])[outside], np.asarray(fit_image(background, expected))[outside])
+
+
+def test_reimagine_redraws_everything_and_rgb_strokes_keep_the_photo_under_white(tiny_pipe):
+    background, strokes = photo(), blob(mode="RGB")
+    edited = tiny_pipe.generate("sdedit", PROMPT, strokes, background=background, **EDIT)
+    whole = tiny_pipe.generate("sdedit", PROMPT, strokes, background=background, edit=False, **EDIT)
+    other = tiny_pipe.generate("sdedit", PROMPT, strokes, background=photo(seed=9), edit=False, **EDIT)
+    outside = prepare_edit(strokes, background, (64, 64)).alpha.numpy() == 0
+    assert np.array_equal(np.asarray(edited.images[0])[outside], np.asarray(background)[outside])
+    assert not np.array_equal(np.asarray(whole.images[0])[outside], np.asarray(background)[outside])
+    assert whole.params["mode"] == "reimagine" and "edit_feather" not in whole.params
+    # RGB strokes over a photo: the white canvas shows the photo (before, the photo was ignored).
+    assert whole.params["strokes_sha256"] != other.params["strokes_sha256"]
+    assert not np.array_equal(np.asarray(whole.images[0]), np.asarray(other.images[0]))
+
+
+def test_region_words_in_edit_mode_find_the_strokes_not_the_photo(tiny_pipe):
+    strokes = blob()
+    result = tiny_pipe.generate("text", PROMPT, strokes, background=photo(), regions={"#c8281e": "hut"}, **EDIT)
+    (region,) = result.params["regions"]
+    assert region["word"] == "hut" and abs(region["area"] - painted_area(strokes).sum()) <= 0.1 * painted_area(strokes).sum()
+
+
+def test_edit_mode_errors(tiny_pipe):
+    with pytest.raises(ValueError, match="needs a background"):
+        tiny_pipe.generate("gradop+", PROMPT, blob(), edit=True, **EDIT)
+    with pytest.raises(ValueError, match="mask marks"):
+        tiny_pipe.generate("gradop+", PROMPT, blob(), mask=Image.new("L", (64, 64), 255), **EDIT)
+    with pytest.raises(ValueError, match="nothing is painted"):
+        tiny_pipe.generate("text", PROMPT, None, background=photo(), **EDIT)
+
+
+def test_explicit_mask_edits_the_photo_without_strokes(tiny_pipe):
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=255)
+    result = tiny_pipe.generate("sdedit", PROMPT, None, background=photo(), mask=mask, **EDIT)
+    out, base = np.asarray(result.images[0]), np.asarray(photo())
+    assert np.array_equal(out[:8], base[:8]) and not np.array_equal(out[24:40, 24:40], base[24:40, 24:40])
+    assert result.params["edit_mask"] == "explicit"
