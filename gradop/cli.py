@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-images", type=int, default=1, help="images per run (default 1)")
     gen.add_argument("--height", type=int, help="output height, multiple of 8 (default: strokes or model size)")
     gen.add_argument("--width", type=int, help="output width, multiple of 8 (default: strokes or model size)")
-    gen.add_argument("--background", type=Path, help="photo under transparent strokes (real-image editing)")
+    gen.add_argument("--background", type=Path,
+                     help="photo (or earlier result) the strokes are painted over: only the painted area changes "
+                          "(transparent pixels of RGBA strokes, white ones of RGB strokes, are unpainted)")
+    gen.add_argument("--mask", type=Path, help="with --background: what to change (white = change), instead of the strokes")
+    gen.add_argument("--reimagine", action="store_true",
+                     help="with --background: redraw the whole image from the strokes over the photo (no edit)")
     add_region_arguments(gen)
     add_model_arguments(gen, DEFAULT_MODEL)
 
@@ -106,10 +111,15 @@ def generate(args) -> int:
     from gradop.pipeline import GradopPipeline, validate_options
 
     methods = METHOD_ORDER if args.compare else (args.method,)
-    if any(m != "text" for m in methods) and args.strokes is None:
+    if any(m != "text" for m in methods) and args.strokes is None and args.background is None:
         raise ValueError("--strokes is required for this method; pass a stroke painting or use --method text")
+    if (args.mask is not None or args.reimagine) and args.background is None:
+        raise ValueError("--mask and --reimagine need --background (the photo to edit)")
+    if args.mask is not None and args.reimagine:
+        raise ValueError("--mask marks what an edit changes; --reimagine redraws everything: choose one")
     strokes = load_image(args.strokes, what="stroke image") if args.strokes is not None else None
     background = load_image(args.background, what="background photo") if args.background is not None else None
+    mask = load_image(args.mask, what="mask") if args.mask is not None else None
     regions = parse_region_flags(args.region, args.regions)
     if args.out.suffix.lower() != ".png":
         raise ValueError(f"--out '{args.out}' must end in .png (the parameters are stored as PNG text)")
@@ -120,6 +130,7 @@ def generate(args) -> int:
         painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma, regions=regions or None,
         region_strength=args.region_strength, append_missing_words=args.append_missing_words,
         background=background, attention_maps=args.attention_maps is not None,
+        edit=None if background is None else not args.reimagine, mask=mask,
     )
     validate_options(**{k: v for k, v in options.items() if k in VALIDATED})  # fail before a slow model load
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
@@ -147,6 +158,12 @@ def generate(args) -> int:
             print(path)
         return 0
     images, labels = ([strokes.convert("RGB")], ["strokes"]) if strokes is not None else ([], [])
+    if background is not None:  # the strokes over the photo, at the output's size
+        from gradop.editing import prepare_edit
+
+        size = next(iter(results.values())).images[0].size
+        painted = prepare_edit(strokes, background, size, edit=False)
+        images, labels = [painted.background, painted.composite], ["photo", "painted"]
     for method, result in results.items():
         stem = args.out.with_name(f"{args.out.stem}_{method.replace('+', '_plus')}.png")
         for path in result.save(stem):
