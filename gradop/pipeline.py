@@ -31,6 +31,7 @@ from gradop.painting import make_painting_fn
 from gradop.regions import resolve_spec, spec_from_colors
 
 METHODS = ("gradop+", "gradop", "sdedit", "text")
+EDIT_STARTS = ("noise", "painting")  # where GradOP+ edits start sampling
 
 
 class GenerationCancelled(Exception):
@@ -148,6 +149,7 @@ class GradopPipeline:
         mask=None,
         edit_dilate: int | None = None,
         edit_feather: int | None = None,
+        edit_start: str = "noise",
         callback: Callable[[Progress], None] | None = None,
     ) -> GenerationResult:
         """Run `method` ("gradop+", "gradop", "sdedit" or "text"); the named methods above are
@@ -158,7 +160,9 @@ class GradopPipeline:
         `edit_dilate` and feathered over `edit_feather` pixels, is synthesised; every other
         pixel is the background's. edit=False re-imagines the whole image from the strokes over
         the background. The output keeps the background's aspect ratio at about the model's
-        native area unless height/width are given."""
+        native area unless height/width are given. GradOP+'s edits sample from pure noise
+        (edit_start="noise", the release's start) or from the painting over the photo noised to
+        the step where optimisation starts (edit_start="painting")."""
         if method not in METHODS:
             raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
         if not isinstance(prompt, str) or not prompt.strip():
@@ -170,6 +174,8 @@ class GradopPipeline:
                              "or edit=False")
         if mask is not None and not edit:
             raise ValueError("a mask marks what an edit changes: pass a background and leave edit on, or drop the mask")
+        if edit_start not in EDIT_STARTS:
+            raise ValueError(f"unknown edit start '{edit_start}'; choose one of {', '.join(EDIT_STARTS)}")
         if guided and strokes is None and background is None:
             raise ValueError(f"method '{method}' needs a stroke image; pass strokes or use method 'text'")
         stroke_source = load_image(strokes, what="stroke image") if strokes is not None else None
@@ -206,6 +212,8 @@ class GradopPipeline:
             params["strokes_sha256"] = hashlib.sha256(stroke_image.tobytes()).hexdigest()[:16]
         if edit_setup is not None:
             params.update(edit_setup.params())
+            if edit and method == "gradop+":
+                params["edit_start"] = edit_start
 
         with self._lock:
             prompt, region_context, recorder, region_params = self._region_control(
@@ -227,8 +235,10 @@ class GradopPipeline:
                     if edit:  # the pull towards the strokes counts the painted pixels only
                         paint, target = edit_setup.guidance(paint, target)
                     if method == "gradop+":
+                        start_image = stroke_image if edit and edit_start == "painting" else None
                         images, losses = self._gradop_plus(call, height, width, target, paint, strength,
-                                                           iterations, grad_steps, lr, callback, blend=blend)
+                                                           iterations, grad_steps, lr, callback, blend=blend,
+                                                           start_image=start_image)
                     else:
                         images, losses = self._gradop(call, height, width, target, paint, strength,
                                                       opt_steps, gamma, lr, callback, blend=blend)
@@ -291,19 +301,23 @@ class GradopPipeline:
         ).images
 
     def _gradop_plus(self, call, height, width, target, paint, strength, iterations, grad_steps, lr, callback,
-                     blend=None):
-        from diffusers import StableDiffusionPipeline
+                     blend=None, start_image=None):
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
         from diffusers.utils.torch_utils import randn_tensor
 
         steps = call["num_inference_steps"]
         # int(steps * (1 - strength)) as in the release, rounded first so that float error in
         # 1 - 0.8 = 0.19999... does not move the window one step early (10, not 9, of 50).
         start = int(round(steps * (1 - strength), 6))
-        window = range(start, min(start + iterations, steps - 1))  # never after the last step
-        counter = _Counter(steps + len(window) * grad_steps, callback)
+        # From pure noise (the release), or from `start_image` noised to the same step (img2img):
+        # then sampling starts where the optimisation does. `offset` is img2img's first step.
+        offset = steps - min(int(steps * strength), steps) if start_image is not None else 0
+        window = range(max(start, offset), min(start + iterations, steps - 1))  # never after the last step
+        counter = _Counter(steps - offset + len(window) * grad_steps, callback)
         losses: list[float] = []
 
         def on_step(pipe, i, t, tensors):
+            i += offset
             if blend is not None:
                 tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
             latents = tensors["latents"]
@@ -317,12 +331,16 @@ class GradopPipeline:
                 )
                 losses.extend(step_losses)
                 noise = randn_tensor(latents.shape, generator=call["generator"], device=latents.device, dtype=latents.dtype)
-                next_t = pipe.scheduler.timesteps[i + 1].reshape(1)
+                next_t = pipe.scheduler.timesteps[i + 1].reshape(1)  # the full schedule, also in img2img
                 tensors["latents"] = pipe.scheduler.add_noise(optimized, noise, next_t)
                 if blend is not None:  # the re-noising must not move the background either
                     tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
             return tensors
 
+        if start_image is not None:
+            images = self._diffusers(StableDiffusionImg2ImgPipeline)(
+                **call, image=start_image, strength=strength, callback_on_step_end=on_step).images
+            return images, losses
         start = {"latents": blend.noise} if blend is not None else {}
         images = self._diffusers(StableDiffusionPipeline)(
             **call, **start, height=height, width=width, callback_on_step_end=on_step
