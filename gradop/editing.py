@@ -26,11 +26,25 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from gradop.images import load_image
+from gradop.options import Knobs, knob
 from gradop.painting import PaintingFn
 from gradop.regions import DEFAULT_TOLERANCE
 
+EDIT_STARTS = ("noise", "painting")  # where GradOP+ edits start sampling
 ALPHA_PAINTED = 0.1  # RGBA strokes: alpha above this counts as painted (canvas pixels are exactly 0)
 ASPECT_TOLERANCE = 0.02  # strokes and background may differ this much in aspect ratio (rounding)
+
+
+@dataclass(frozen=True)
+class EditOptions(Knobs):
+    """The edit mode's knobs (validated like the methods' knobs; recorded by EditSetup.params)."""
+
+    edit_dilate: int | None = knob(None, "edit dilation", whole=True, low=0, optional=True,
+                                   help="pixels the painted area grows by (default: 1 at 64 px, 4 at 512 px)")
+    edit_feather: int | None = knob(None, "edit feather", whole=True, low=0, optional=True,
+                                    help="pixels of the blend into the photo (default: 2 at 64 px, 8 at 512 px)")
+    edit_start: str = knob("noise", "edit start", choices=EDIT_STARTS,
+                           help="GradOP+ edits: sample from noise (the release) or from the noised painting")
 
 
 # ----------------------------------------------------------------------------- sizes

@@ -70,19 +70,50 @@ def test_gradop_plus_optimises_in_the_release_window(tiny_pipe, strokes):
     phases = []
     result = tiny_pipe.gradop_plus(PROMPT, strokes, steps=10, strength=0.8, iterations=3, grad_steps=2, seed=0,
                                    callback=lambda p: phases.append(p.phase))
-    # i_start = int(10 * (1 - 0.8)) = 2: optimisation right after sampling steps 2, 3 and 4 (0-based).
+    # i_start = int(10 * (1 - 0.8)) = int(1.999...) = 1: optimisation right after sampling steps 1, 2, 3.
     sampled = [i for i, phase in enumerate(phases) if phase == "sampling"]
     optimising = [i for i, phase in enumerate(phases) if phase == "optimising"]
     assert len(sampled) == 10 and len(optimising) == 6 and len(result.losses) == 6
-    assert optimising == [3, 4, 6, 7, 9, 10]  # two Adam steps after each of sampling events 2, 3, 4
+    assert optimising == [2, 3, 5, 6, 8, 9]  # two Adam steps after each of sampling events 1, 2, 3
     assert result.params["iterations"] == 3 and result.params["grad_steps"] == 2 and result.params["strength"] == 0.8
 
 
-def test_gradop_plus_with_an_empty_window_is_plain_text2img(tiny_pipe, strokes):
+def test_gradop_plus_with_an_empty_window_is_an_error_not_text2img(tiny_pipe, strokes):
     # strength 0.1 of 10 steps puts the window at the last step, where the release never optimises.
-    guided = tiny_pipe.gradop_plus(PROMPT, strokes, steps=10, strength=0.1, seed=5)
-    plain = tiny_pipe.text2img(PROMPT, steps=10, seed=5)
-    assert guided.losses == [] and np.array_equal(pixels(guided), pixels(plain))
+    with pytest.raises(ValueError, match="would never optimise"):
+        tiny_pipe.gradop_plus(PROMPT, strokes, steps=10, strength=0.1, seed=5)
+
+
+def test_strength_edge_values(tiny_pipe, strokes):
+    for method in ("sdedit", "gradop", "gradop+"):
+        for strength in (0.0, 0.05):  # int(4 * 0.05) = 0 denoising steps; gradop+ window starts at step 3 of 4
+            with pytest.raises(ValueError, match="strength"):
+                tiny_pipe.generate(method, PROMPT, strokes, steps=4, strength=strength, seed=0)
+    full = tiny_pipe.sdedit(PROMPT, strokes, steps=3, strength=1.0, seed=0)  # all steps, from pure noise level
+    assert len(full.images) == 1
+    seen = []
+    plus = tiny_pipe.gradop_plus(PROMPT, strokes, steps=4, strength=1.0, iterations=2, grad_steps=1, seed=0,
+                                 callback=lambda p: seen.append(p.phase))
+    assert seen[:3] == ["sampling", "optimising", "sampling"] and len(plus.losses) == 2  # window [0, 2)
+    tiny = tiny_pipe.gradop(PROMPT, strokes, steps=4, strength=0.25, opt_steps=1, seed=0)  # exactly one step
+    assert len(tiny.losses) == 1
+
+
+def test_numpy_knobs_and_caller_generators(tiny_pipe, strokes):
+    ours = tiny_pipe.gradop_plus(PROMPT, strokes, steps=np.int64(3), grad_steps=np.int64(1), lr=np.float32(0.1),
+                                 seed=np.int64(9))
+    assert ours.params["steps"] == 3 and type(ours.params["steps"]) is int and ours.params["seed"] == 9
+    # A caller's fresh generator is recorded by its seed, so the PNG's parameters reproduce the image.
+    theirs = tiny_pipe.gradop_plus(PROMPT, strokes, steps=3, grad_steps=1, generator=torch.Generator().manual_seed(9))
+    assert theirs.params["seed"] == 9 and np.array_equal(pixels(ours), pixels(theirs))
+    used = torch.Generator().manual_seed(9)
+    torch.randn(1, generator=used)
+    with pytest.warns(UserWarning, match="already used"):
+        assert tiny_pipe.text2img(PROMPT, steps=2, generator=used).params["seed"] is None
+    with pytest.raises(ValueError, match="seed must be in"):
+        tiny_pipe.text2img(PROMPT, steps=2, seed=2**64)
+    with pytest.raises(TypeError, match="unknown option 'grad_step'"):
+        tiny_pipe.gradop_plus(PROMPT, strokes, grad_step=2)
 
 
 def test_gradop_two_pass_lowers_the_loss_and_follows_strokes(tiny_pipe, strokes):
@@ -136,6 +167,17 @@ def test_rgba_strokes_composite_on_white_and_size_follows_strokes(tiny_pipe):
     rgba.paste((255, 0, 0, 255), (5, 5, 20, 20))
     result = tiny_pipe.sdedit(PROMPT, rgba, steps=2, seed=0)
     assert result.images[0].size == (48, 40) and result.params["height"] == 40
+
+
+def test_odd_sized_strokes_keep_their_aspect_ratio(tiny_pipe):
+    from PIL import Image
+
+    wide = Image.new("RGB", (150, 75), "white")  # 2:1, not a multiple of 8
+    # The model's native pixel count (64 x 64) at 2:1, each side rounded to 8.
+    assert tiny_pipe._size(None, None, wide) == (48, 88)
+    assert tiny_pipe._size(None, 96, wide) == (48, 96) and tiny_pipe._size(32, None, wide) == (32, 64)
+    result = tiny_pipe.sdedit(PROMPT, wide, steps=2, seed=0)
+    assert result.images[0].size == (88, 48)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,84 @@
+"""The GradOP+ guidance step as small pure functions (k-diffusion style), and the diffusers
+step-end callback that only calls them.
+
+The release's rule, reproduced exactly:
+- the window: optimise right after sampling steps i in [start, start + iterations) with
+  i < steps - 1, where start = int(steps * (1 - strength)) in floating point (1 - 0.8 is
+  0.19999..., so 9 for 50 steps);
+- at such a step the scheduler has just produced z at t_{i+1}: Adam on z itself through the
+  decoder (loss against the raw strokes y), then re-noise the optimised z at that same t_{i+1}
+  with scheduler.add_noise and noise from the call's seeded generator.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from gradop.optimize import DecodeFn, optimize_latents
+from gradop.painting import PaintingFn
+
+
+def guidance_window(steps: int, strength: float, iterations: int) -> range:
+    """The 0-based sampling steps after which GradOP+ optimises (empty if none qualifies)."""
+    start = int(steps * (1 - strength))  # no rounding: the release's float arithmetic (9 of 50 at 0.8)
+    return range(start, max(start, min(start + iterations, steps - 1)))
+
+
+def guide(
+    z_next: torch.Tensor,
+    t_next: torch.Tensor,
+    decode: DecodeFn,
+    target: torch.Tensor,
+    paint: PaintingFn,
+    scheduler,
+    generator: torch.Generator | list[torch.Generator] | None,
+    opts,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[torch.Tensor, list[float]]:
+    """One GradOP+ guidance step: (re-noised optimised latents, loss per Adam step).
+
+    z_next: the latents the scheduler produced at t_next = t_{i+1} (noisy; decoded as they are,
+    not a predicted x0). opts: anything with `grad_steps` and `lr` (GradopPlusOptions), plus the
+    optimisation's own knobs (precision, batch) when it has them.
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
+    optimized, losses = optimize_latents(z_next, decode, target, paint, steps=opts.grad_steps, lr=opts.lr,
+                                         on_step=on_step, **optimisation_knobs(opts))
+    noise = randn_tensor(z_next.shape, generator=generator, device=z_next.device, dtype=z_next.dtype)
+    return scheduler.add_noise(optimized, noise, t_next.reshape(1)), losses
+
+
+def optimisation_knobs(opts) -> dict:
+    """The keyword arguments of optimize_latents that an options object carries (if any)."""
+    names = ("precision", "batch")
+    return {name: getattr(opts, f"guidance_{name}") for name in names if hasattr(opts, f"guidance_{name}")}
+
+
+class GradopPlusCallback:
+    """diffusers `callback_on_step_end` running GradOP+ inside a text-to-image sampling loop.
+
+    on_sample(latents) is called after every scheduler step, on_optimise() after every Adam step
+    (progress reporting); the losses of all guidance steps collect in `losses`.
+    """
+
+    def __init__(self, decode: DecodeFn, target: torch.Tensor, paint: PaintingFn, generator, opts, steps: int,
+                 on_sample: Callable[[torch.Tensor], None] | None = None,
+                 on_optimise: Callable[[], None] | None = None):
+        self.decode, self.target, self.paint, self.generator, self.opts = decode, target, paint, generator, opts
+        self.window = guidance_window(steps, opts.strength, opts.iterations)
+        self.on_sample, self.on_optimise = on_sample, on_optimise
+        self.losses: list[float] = []
+
+    def __call__(self, pipe, i: int, t, tensors: dict) -> dict:
+        if self.on_sample is not None:
+            self.on_sample(tensors["latents"])
+        if i in self.window:
+            on_step = (lambda *_: self.on_optimise()) if self.on_optimise is not None else None
+            tensors["latents"], losses = guide(tensors["latents"], pipe.scheduler.timesteps[i + 1], self.decode,
+                                               self.target, self.paint, pipe.scheduler, self.generator, self.opts,
+                                               on_step)
+            self.losses.extend(losses)
+        return tensors

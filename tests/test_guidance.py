@@ -1,0 +1,157 @@
+"""Spec tests of the GradOP+ guidance step, calling it directly with fakes that record.
+
+Each test fails if one thing of the release's rule is wrong: the window, re-noising at t_{i+1}
+with add_noise and the seeded generator, the loss against the raw strokes y, decoding the noisy
+latent itself, and optimising before re-noising.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from gradop.guidance import GradopPlusCallback, guidance_window, guide
+from gradop.models import DDIM_SETTINGS
+from gradop.optimize import optimize_latents
+from gradop.options import GradopPlusOptions
+
+SHAPE = (1, 4, 4, 4)
+
+
+class RecordingDecode:
+    """A differentiable stand-in for the VAE decoder: latents (B,4,h,w) -> images (B,3,8h,8w)."""
+
+    def __init__(self, log):
+        self.log, self.inputs = log, []
+
+    def __call__(self, z):
+        self.inputs.append(z.detach().clone())
+        self.log.append("decode")
+        return torch.sigmoid(F.interpolate(z[:, :3], scale_factor=8, mode="nearest"))
+
+
+class RecordingScheduler:
+    """A stand-in scheduler that records add_noise calls and returns a recognisable result."""
+
+    def __init__(self, log, timesteps):
+        self.log, self.timesteps, self.calls = log, timesteps, []
+
+    def add_noise(self, original, noise, timesteps):
+        self.calls.append(dict(original=original.clone(), noise=noise.clone(), timesteps=timesteps.clone()))
+        self.log.append("add_noise")
+        return original + 100.0 + 0 * noise
+
+
+def setting(grad_steps=3, lr=0.1):
+    log = []
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    opts = GradopPlusOptions(grad_steps=grad_steps, lr=lr, strength=0.8, iterations=3)
+    return log, z, target, opts
+
+
+def half(x):
+    return x * 0.5  # a painting function with f(y) != y, so loss against f(y) is detectable
+
+
+def test_window_follows_the_release_float_arithmetic():
+    assert guidance_window(50, 0.8, 3) == range(9, 12)  # int(50 * 0.19999...) = 9, not 10
+    assert guidance_window(10, 0.8, 3) == range(1, 4)  # int(1.9999...) = 1
+    assert guidance_window(50, 0.5, 5) == range(25, 30)
+    assert guidance_window(50, 1.0, 3) == range(0, 3)
+    assert guidance_window(10, 0.2, 5) == range(8, 9)  # never at or after the last step (9)
+    assert guidance_window(10, 0.1, 3) == range(9, 9) and not guidance_window(10, 0.1, 3)
+    assert not guidance_window(50, 0.0, 3)
+
+
+def test_callback_guides_exactly_after_the_window_steps(monkeypatch):
+    calls = []
+
+    def fake_guide(z_next, t_next, *args, **kwargs):
+        calls.append(int(t_next))
+        return z_next, []
+
+    monkeypatch.setattr("gradop.guidance.guide", fake_guide)
+    timesteps = torch.arange(999, -1, -100)  # 10 steps
+    pipe = SimpleNamespace(scheduler=SimpleNamespace(timesteps=timesteps))
+    callback = GradopPlusCallback(None, None, None, None, GradopPlusOptions(strength=0.8, iterations=3), steps=10)
+    for i, t in enumerate(timesteps):
+        callback(pipe, i, t, {"latents": torch.zeros(SHAPE)})
+    # Window [1, 4): guided after steps 1, 2 and 3, each at the NEXT timestep t_{i+1}.
+    assert calls == [int(timesteps[2]), int(timesteps[3]), int(timesteps[4])]
+
+
+def test_renoises_the_optimised_latent_at_t_next_with_the_seeded_generator():
+    log, z, target, opts = setting()
+    decode = RecordingDecode(log)
+    scheduler = RecordingScheduler(log, None)
+    t_next = torch.tensor(621)
+    out, losses = guide(z, t_next, decode, target, half, scheduler, torch.Generator().manual_seed(7), opts)
+
+    expected_opt, expected_losses = optimize_latents(z, RecordingDecode([]), target, half, steps=3, lr=0.1)
+    (call,) = scheduler.calls
+    assert torch.equal(call["timesteps"], t_next.reshape(1))
+    assert torch.equal(call["noise"], randn_tensor(SHAPE, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(call["original"], expected_opt) and not torch.equal(call["original"], z)
+    assert torch.equal(out, expected_opt + 100.0)  # what add_noise returned is what sampling continues with
+    assert losses == expected_losses
+
+
+def test_optimises_first_then_renoises_once():
+    log, z, target, opts = setting(grad_steps=4)
+    guide(z, torch.tensor(500), RecordingDecode(log), target, half, RecordingScheduler(log, None),
+          torch.Generator().manual_seed(0), opts)
+    assert log == ["decode"] * 4 + ["add_noise"]
+
+
+def test_decodes_the_noisy_latent_itself():
+    log, z, target, opts = setting(grad_steps=2)
+    decode = RecordingDecode(log)
+    guide(z, torch.tensor(500), decode, target, half, RecordingScheduler(log, None), torch.Generator(), opts)
+    assert torch.equal(decode.inputs[0], z)  # the scheduler's z_{t_{i+1}}, not a predicted x0
+    assert not torch.equal(decode.inputs[1], z)  # and then the latent being optimised
+
+
+def test_loss_is_against_the_raw_strokes_not_their_painting():
+    log, z, target, opts = setting(grad_steps=1)
+    _, losses = guide(z, torch.tensor(500), RecordingDecode(log), target, half, RecordingScheduler(log, None),
+                      torch.Generator(), opts)
+    painted = half(RecordingDecode([])(z))
+    assert losses[0] == pytest.approx(F.mse_loss(painted, target).item(), rel=1e-6)
+    assert losses[0] != pytest.approx(F.mse_loss(painted, half(target)).item(), rel=1e-3)
+
+
+def test_real_ddim_add_noise_uses_alpha_bar_of_t_next():
+    # With diffusers' own scheduler: z = sqrt(abar_{t_{i+1}}) z_opt + sqrt(1 - abar_{t_{i+1}}) eps.
+    scheduler = DDIMScheduler(**DDIM_SETTINGS)
+    scheduler.set_timesteps(50)
+    i = 9
+    t_next = scheduler.timesteps[i + 1]
+    log, z, target, opts = setting(grad_steps=2)
+    out, _ = guide(z, t_next, RecordingDecode(log), target, half, scheduler, torch.Generator().manual_seed(3), opts)
+    z_opt, _ = optimize_latents(z, RecordingDecode([]), target, half, steps=2, lr=0.1)
+    eps = randn_tensor(SHAPE, generator=torch.Generator().manual_seed(3))
+    abar = scheduler.alphas_cumprod[t_next]
+    assert torch.allclose(out, abar.sqrt() * z_opt + (1 - abar).sqrt() * eps, atol=1e-6)
+    abar_now = scheduler.alphas_cumprod[scheduler.timesteps[i]]
+    assert not torch.allclose(out, abar_now.sqrt() * z_opt + (1 - abar_now).sqrt() * eps, atol=1e-4)
+
+
+def test_the_pipeline_runs_the_guidance_step_in_the_window(tiny_pipe, strokes, monkeypatch):
+    import gradop.guidance
+
+    seen, real_guide = [], gradop.guidance.guide
+
+    def spy(z_next, t_next, *args, **kwargs):
+        seen.append(int(t_next))
+        return real_guide(z_next, t_next, *args, **kwargs)
+
+    monkeypatch.setattr(gradop.guidance, "guide", spy)
+    result = tiny_pipe.gradop_plus("a fox", strokes, steps=10, strength=0.8, iterations=3, grad_steps=1, seed=0)
+    scheduler = DDIMScheduler.from_config(tiny_pipe.scheduler_config)
+    scheduler.set_timesteps(10)
+    assert seen == [int(scheduler.timesteps[i + 1]) for i in (1, 2, 3)]
+    assert len(result.losses) == 3
