@@ -297,3 +297,19 @@ def test_cli_background_edits_by_default_reimagine_and_mask(tiny_model_dir, tmp_
     assert main(["generate", "--strokes", str(strokes_path), "--out", str(out), "--prompt", PROMPT,
                  "--mask", str(mask_path)]) == 2
     assert "need --background" in capsys.readouterr().err
+
+
+def test_gradop_plus_edit_can_start_from_the_noised_painting(tiny_pipe):
+    phases = []
+    background, strokes = photo(), blob()
+    result = tiny_pipe.generate("gradop+", PROMPT, strokes, background=background, steps=10, iterations=2,
+                                grad_steps=2, seed=1, edit_start="painting", callback=lambda p: phases.append(p.phase))
+    # img2img from the window's first step (int(10 * 0.2) = 1): 9 sampling steps, 2 x 2 Adam steps.
+    assert phases.count("sampling") == 9 and phases.count("optimising") == 4 and len(result.losses) == 4
+    outside = prepare_edit(strokes, background, (64, 64)).alpha.numpy() == 0
+    assert np.array_equal(np.asarray(result.images[0])[outside], np.asarray(background)[outside])
+    assert result.params["edit_start"] == "painting"
+    with pytest.raises(ValueError, match="unknown edit start"):
+        tiny_pipe.generate("gradop+", PROMPT, strokes, background=background, edit_start="photo", **EDIT)
+    with pytest.raises(ValueError, match="edit feather"):
+        tiny_pipe.generate("gradop+", PROMPT, strokes, background=background, edit_feather=-2, **EDIT)
