@@ -73,9 +73,11 @@ def measure(judge, edited: Image.Image, case: dict) -> dict:
 
 
 def run_editing(pipe, judge, n_cases: int, out_dir: str | Path | None = None, *, steps: int = 50,
-                methods=METHODS, reimagine: bool = True, examples: int = 4, log=print, **options) -> dict:
+                methods=METHODS, reimagine: bool = True, examples: int = 4, log=print, on_case=None,
+                **options) -> dict:
     """The editing section: per-case rows and the summary (see the module docstring).
-    `options` go to every generate call (e.g. region_strength)."""
+    `options` go to every generate call (e.g. region_strength); on_case(report so far) is
+    called after each case (e.g. to save partial results of a long run)."""
     out_dir = Path(out_dir) if out_dir is not None else None
     rows, started = [], time.time()
     for index in range(n_cases):
@@ -96,6 +98,8 @@ def run_editing(pipe, judge, n_cases: int, out_dir: str | Path | None = None, *,
         if out_dir is not None and index < examples:
             save_example(out_dir / f"edit_example_{index}.png", case, shown)
         log(f"case {index + 1}/{n_cases} ({case['word']}) {time.time() - started:.0f}s")
+        if on_case is not None:
+            on_case({"n_cases": index + 1, "steps": steps, "options": options, "summary": summarise(rows), "rows": rows})
     return {"n_cases": n_cases, "steps": steps, "options": options, "summary": summarise(rows), "rows": rows}
 
 
@@ -142,11 +146,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = GradopPipeline.from_pretrained(args.model, device="cpu")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(report: dict) -> None:
+        out.write_text(json.dumps(report, indent=1) + "\n")
+
     report = run_editing(pipe, load_judge(args.judge), args.cases, args.examples or None, steps=args.steps,
-                         methods=tuple(args.methods.split(",")), reimagine=not args.no_reimagine,
+                         methods=tuple(args.methods.split(",")), reimagine=not args.no_reimagine, on_case=save,
                          region_strength=args.region_strength, edit_start=args.edit_start)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    save(report)
     print(json.dumps(report["summary"], indent=1))
 
 
