@@ -11,6 +11,7 @@ method logic lives in gradop.pipeline, server-side helpers in gradop.serving.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import streamlit as st
@@ -18,9 +19,10 @@ from PIL import Image
 
 from gradop import jobs, serving
 from gradop.editing import painted_area
-from gradop.images import load_image
+from gradop.images import is_blank, load_image, to_rgb
 from gradop.painting import PAINTING_FUNCTIONS
 
+log = logging.getLogger("gradop.app")
 st.set_page_config(page_title="gradop: guided image synthesis", page_icon=":material/brush:", layout="wide")
 
 METHOD_LABELS = {"gradop+": "GradOP+", "gradop": "GradOP", "sdedit": "SDEdit", "text": "Text only",
@@ -42,8 +44,16 @@ DEFAULTS = dict(
     brush_size=24, tool="freedraw", canvas_size=512, background="blank", edit_mode=True,
 )
 SETTINGS = [k for k in DEFAULTS if k not in ("brush_color", "brush_size", "tool", "background")]
+# What each widget accepts: a value from outside (a tampered message, an old history entry) is
+# replaced by the default before any widget or callback sees it.
+CHOICES = dict(canvas_size=CANVAS_SIZES, method=tuple(METHOD_LABELS), background=tuple(BACKGROUNDS),
+               tool=(*TOOLS, None), painting=tuple(PAINTING_FUNCTIONS), style=(*serving.STYLE_PRESETS, None))
+RANGES = dict(steps=(1, 200), guidance_scale=(0.0, 30.0), strength=(0.0, 1.0), num_images=(1, 4),
+              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), region_strength=(0.0, 2.0),
+              brush_size=(2, 96), seed=(0, 2**32 - 1))
 STATE = dict(outputs=[], history=[], job=None, notice=None, canvas_version=0, canvas_initial=None,
-             canvas_side=512, drawing=None, strokes=None, canvas_fallback=None, continue_from=None)
+             canvas_side=512, drawing=None, strokes=None, canvas_fallback=None, continue_from=None,
+             kept_widgets={}, page_failed=None)
 
 
 # ----------------------------------------------------------------------------- model
@@ -70,7 +80,7 @@ def sidebar(config: serving.AppConfig):
         try:
             pipeline = load_pipeline(name, config.device, config.dtype)
         except ValueError as error:  # ModelLoadError: offline, missing, refused pickle, ...
-            st.error(jobs.user_message(error))
+            st.error(jobs.user_message(error).replace(name, serving.model_label(name)))  # no server paths
             return None
         device = pipeline.device.type
         st.caption(f"Running on **{device.upper()}** · native size {pipeline.default_size} px")
@@ -88,6 +98,9 @@ def redraw_canvas(drawing: dict | None, strokes: Image.Image | None = None) -> N
 
 def on_canvas_size() -> None:
     new, old = st.session_state.canvas_size, st.session_state.canvas_side
+    if new not in CANVAS_SIZES:  # not one of the offered sizes: keep the canvas as it is
+        st.session_state.canvas_size = old
+        return
     if new != old:
         strokes = st.session_state.strokes
         redraw_canvas(serving.scale_drawing(st.session_state.drawing, new / old),
@@ -119,7 +132,10 @@ def canvas_background(side: int) -> Image.Image | None:
             return serving.fit_background(load_image(upload.getvalue(), what="the uploaded photo"), side)
         except ValueError as error:
             st.error(jobs.user_message(error))
-            return None
+        except Exception as error:  # noqa: BLE001 - a file must never take the page (and its state) down
+            log.error("could not use an uploaded photo", exc_info=error)
+            st.error(f"Could not use this photo ({error.__class__.__name__}); save it again as PNG or JPEG.")
+        return None
     if mode == "result":
         if st.session_state.continue_from is None:
             st.caption("No result yet: generate one, then press “Continue from this result” under it.")
@@ -138,7 +154,7 @@ def canvas_section():
     picker_col.color_picker("Colour", key="brush_color", help="Any colour; each colour becomes one region.")
     tool_col.segmented_control("Tool", list(TOOLS), format_func=TOOLS.get, key="tool")
     size_col, canvas_col = st.columns([3, 1])
-    size_col.slider("Brush size", 2, 96, key="brush_size")
+    size_col.slider("Brush size", *RANGES["brush_size"], key="brush_size")
     canvas_col.selectbox("Canvas size", CANVAS_SIZES, key="canvas_size", on_change=on_canvas_size,
                          format_func=lambda s: f"{s} px", help="Generation size for real models (512 is SD's).")
     st.radio("Background", list(BACKGROUNDS), format_func=BACKGROUNDS.get, key="background", horizontal=True,
@@ -186,7 +202,7 @@ def prompt_section() -> None:
                   "Compare runs all four with the same seed.")
     seed_col, random_col = st.columns([2, 1], vertical_alignment="bottom")
     random_col.checkbox("Random seed", key="random_seed")
-    seed_col.number_input("Seed", 0, 2**32 - 1, step=1, key="seed", disabled=st.session_state.random_seed,
+    seed_col.number_input("Seed", *RANGES["seed"], step=1, key="seed", disabled=st.session_state.random_seed,
                           help="Same seed and settings give the same image.")
 
 
@@ -195,21 +211,21 @@ def advanced_section() -> None:
     guided, plus, two_pass = method != "text", method in ("gradop+", "compare"), method in ("gradop", "compare")
     with st.expander("Advanced settings"):
         a, b = st.columns(2)
-        a.number_input("Steps", 1, 200, key="steps", help="Denoising steps: more is slower and finer (50).")
-        b.number_input("Guidance", 0.0, 30.0, step=0.5, key="guidance_scale",
+        a.number_input("Steps", *RANGES["steps"], key="steps", help="Denoising steps: more is slower and finer (50).")
+        b.number_input("Guidance", *RANGES["guidance_scale"], step=0.5, key="guidance_scale",
                        help="How strongly the prompt steers the image (7.5).")
-        a.slider("Strength", 0.0, 1.0, step=0.05, key="strength", disabled=not guided,
+        a.slider("Strength", *RANGES["strength"], step=0.05, key="strength", disabled=not guided,
                  help="Where stroke guidance starts; for SDEdit the noise added to the painting (0.8).")
-        b.number_input("Images per method", 1, 4, key="num_images", help="More images take longer.")
-        a.number_input("Iterations", 1, 10, key="iterations", disabled=not plus,
+        b.number_input("Images per method", *RANGES["num_images"], key="num_images", help="More images take longer.")
+        a.number_input("Iterations", *RANGES["iterations"], key="iterations", disabled=not plus,
                        help="GradOP+: sampling steps that pull the image towards the strokes (3-5).")
-        b.number_input("Gradient steps", 1, 32, key="grad_steps", disabled=not plus,
+        b.number_input("Gradient steps", *RANGES["grad_steps"], key="grad_steps", disabled=not plus,
                        help="GradOP+: gradient steps per pull (8-16); the main cost on a CPU.")
-        a.number_input("Optimisation steps", 1, 200, key="opt_steps", disabled=not two_pass,
+        a.number_input("Optimisation steps", *RANGES["opt_steps"], key="opt_steps", disabled=not two_pass,
                        help="GradOP: gradient steps of its optimisation pass (50).")
         b.selectbox("Painting function", PAINTING_FUNCTIONS, key="painting", disabled=not guided,
                     help="How an image is reduced to a painting: blur (release) or median + palette (slower).")
-        a.slider("Region strength", 0.0, 2.0, step=0.05, key="region_strength",
+        a.slider("Region strength", *RANGES["region_strength"], step=0.05, key="region_strength",
                  help="How strongly each painted region is tied to its word (0.1-1).")
 
 
@@ -273,7 +289,8 @@ def check_inputs(strokes, background, assigned) -> str | None:
     s = st.session_state
     if not s.prompt.strip():
         return "Write a prompt first: describe the image you want."
-    if s.method != "text" and strokes is None and background is None:
+    blank = strokes is None or is_blank(to_rgb(strokes))  # white paint on the white canvas is no guide
+    if s.method != "text" and blank and background is None:
         return ("The canvas is empty: paint some strokes (or choose a photo background) to guide the image, "
                 "or choose Text only.")
     if background is not None and s.edit_mode and (strokes is None or not painted_area(strokes).any()):
@@ -297,7 +314,20 @@ def start_generation(pipeline, strokes, background, side, regions, assigned) -> 
                                                     "region_words": dict(assigned)}
     estimate = sum(jobs.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
     meta = {"settings": settings, "drawing": s.drawing, "strokes": strokes, "background": background}
-    s.job = jobs.GenerationJob(pipeline, runs, estimate=estimate, meta=meta).start()
+    s.job = jobs.GenerationJob(pipeline, runs, estimate=estimate, meta=meta, alive=session_alive()).start()
+
+
+def session_alive():
+    """A function telling whether this browser session is still connected, for the job to
+    cancel itself when its tab is closed or reloaded (None outside a running server)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    if context is None or not runtime.exists():
+        return None
+    server, session_id = runtime.get_instance(), context.session_id
+    return lambda: server.is_active_session(session_id)
 
 
 def collect_finished_job() -> None:
@@ -404,17 +434,29 @@ def history_section() -> None:
 
 # ----------------------------------------------------------------------------- page
 
-def main() -> None:
-    for key, value in DEFAULTS.items():
-        st.session_state.setdefault(key, value)
-    for key, value in STATE.items():
-        st.session_state.setdefault(key, value.copy() if isinstance(value, list) else value)
-    st.title("gradop · paint, describe, generate")
-    try:
-        config = serving.resolve_config(sys.argv[1:])
-    except ValueError as error:
-        st.error(f"Server configuration: {error}")
-        st.stop()
+def repair_settings() -> None:
+    """Values no widget can produce (a tampered message, a stale entry) become the defaults."""
+    s = st.session_state
+    s.update(serving.repaired_settings({key: s.get(key) for key in DEFAULTS}, DEFAULTS, CHOICES, RANGES))
+    if s.get("canvas_side") not in CANVAS_SIZES:
+        s.canvas_side = s.canvas_size
+
+
+def widget_keys() -> list[str]:
+    return [*DEFAULTS, "model", *(k for k in st.session_state if str(k).startswith("word-"))]
+
+
+def restore_after_failure() -> None:
+    """Streamlit forgets the widgets that a failed run did not draw: bring back their last good
+    values (prompt, settings, region words) and the drawing on a freshly mounted canvas."""
+    s = st.session_state
+    for key, value in s.kept_widgets.items():
+        if key not in s:
+            s[key] = value
+    redraw_canvas(s.drawing, s.strokes)
+
+
+def page(config: serving.AppConfig) -> None:
     pipeline = sidebar(config)
     if pipeline is not None and pipeline.model_name in serving.TEST_MODELS:
         st.warning(f"**test model: outputs are noise.** '{pipeline.model_name}' has random weights and only "
@@ -432,5 +474,36 @@ def main() -> None:
     results_section()
     history_section()
 
+
+def main() -> None:
+    s = st.session_state
+    for key, value in STATE.items():
+        s.setdefault(key, value.copy() if isinstance(value, (list, dict)) else value)
+    if s.page_failed is not None:
+        restore_after_failure()
+    for key, value in DEFAULTS.items():
+        s.setdefault(key, value)
+    repair_settings()
+    st.title("gradop · paint, describe, generate")
+    if s.page_failed:
+        st.error(s.page_failed)
+    try:
+        config = serving.resolve_config(sys.argv[1:])
+    except ValueError as error:
+        st.error(f"Server configuration: {error}")
+        st.stop()
+    try:
+        page(config)
+    except Exception as error:  # noqa: BLE001 - one line for the user; the traceback is in the server log
+        log.error("the page failed", exc_info=error)
+        first_time = s.page_failed is None
+        s.page_failed = (f"Something went wrong on this page ({error.__class__.__name__}); your prompt, settings "
+                         "and drawing are kept. Try again, or reload the page if it persists.")
+        if first_time:
+            st.rerun()  # draw the page again at once, with the kept values
+        st.error(s.page_failed)
+        return
+    s.page_failed = None
+    s.kept_widgets = {key: s[key] for key in widget_keys() if key in s}
 
 main()

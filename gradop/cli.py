@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 DESCRIPTION = "Stroke-guided image synthesis with latent diffusion (GradOP / GradOP+)."
 METHOD_ORDER = ("text", "sdedit", "gradop", "gradop+")  # the order of a --compare grid
+SEED_LIMIT = 2**64  # torch generators take seeds below this
 VALIDATED = ("steps", "guidance_scale", "eta", "num_images", "strength", "iterations", "grad_steps", "lr",
              "opt_steps", "gamma", "region_strength", "painting", "height", "width")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other gradop error (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"gradop: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gradop.models import DEFAULT_MODEL
     from gradop.painting import PAINTING_FUNCTIONS
 
-    parser = argparse.ArgumentParser(prog="gradop", description=DESCRIPTION)
+    parser = Parser(prog="gradop", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"gradop {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -26,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--strokes", type=Path, help="the stroke painting (PNG/JPEG; transparent = white canvas)")
     gen.add_argument("--prompt", required=True, help='what the image shows, e.g. "a photo of a fox beside a tree"')
     gen.add_argument("--out", type=Path, required=True, help="output PNG (parameters are stored inside)")
+    gen.add_argument("--force", action="store_true", help="overwrite existing output files (never the inputs)")
     gen.add_argument("--method", choices=METHOD_ORDER, default="gradop+", help="synthesis method (default gradop+)")
     gen.add_argument("--compare", action="store_true", help="run every method with the same seed; --out gets a grid")
     gen.add_argument("--negative-prompt", default="", help="what to avoid")
@@ -81,104 +98,183 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
 
 
 def parse_region_flags(flags: list[str], spec_path: Path | None) -> dict:
-    """--region "#hex=word" flags and a --regions JSON file -> {colour: word or {word, occurrence}}."""
-    assignments: dict = {}
-    if spec_path is not None:
-        try:
-            data = json.loads(Path(spec_path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"could not read region spec '{spec_path}' ({error.__class__.__name__}); expected JSON like "
-                             '{"#3a7bd5": "lake"}') from None
-        if isinstance(data, list):
-            data = {item.get("color", ""): {k: v for k, v in item.items() if k != "color"} for item in data}
-        if not isinstance(data, dict):
-            raise ValueError(f"region spec '{spec_path}' must be a JSON object mapping colours to words")
-        assignments.update(data)
+    """--region "#hex=word" flags and a --regions JSON file -> {colour: word or {word, occurrence}}.
+    The file is read by gradop.regions.read_spec_file, the one spec parser; flags win over it."""
+    from gradop.regions import parse_color, read_spec_file
+
+    assignments: dict = dict(read_spec_file(spec_path)) if spec_path is not None else {}
     for flag in flags:
         colour, sep, word = flag.partition("=")
         if not sep or not colour.strip() or not word.strip():
             raise ValueError(f"--region '{flag}' must look like COLOUR=WORD, e.g. \"#3a7bd5=lake\"")
+        parse_color(colour)
         assignments[colour.strip()] = word.strip()
     return assignments
+
+
+@dataclass
+class Plan:
+    """A checked `generate` run: everything a user can get wrong is found before the model loads."""
+
+    methods: tuple[str, ...]
+    strokes: Image.Image | None
+    options: dict
+    files: dict[str, list[Path]]  # method -> where its images go
+    grid: Path | None  # the --compare grid
+    maps: Path | None  # --attention-maps
+
+
+def plan_generation(args) -> Plan:
+    from gradop.editing import painted_area
+    from gradop.images import is_blank, load_image, to_rgb
+    from gradop.pipeline import validate_options
+
+    methods = METHOD_ORDER if args.compare else (args.method,)
+    guided = any(m != "text" for m in methods)
+    if not args.prompt.strip():
+        raise ValueError("--prompt is empty; describe the image you want")
+    if guided and args.strokes is None and args.background is None:
+        raise ValueError("--strokes is required for this method; pass a stroke painting or use --method text")
+    if (args.mask is not None or args.reimagine) and args.background is None:
+        raise ValueError("--mask and --reimagine need --background (the photo to edit)")
+    if args.mask is not None and args.reimagine:
+        raise ValueError("--mask marks what an edit changes; --reimagine redraws everything: choose one")
+    if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
+        raise ValueError(f"--seed must be a whole number from 0 to 2**64 - 1 (got {args.seed})")
+    options = dict(
+        negative_prompt=args.negative_prompt, height=args.height, width=args.width, steps=args.steps,
+        guidance_scale=args.guidance, eta=args.eta, seed=args.seed, num_images=args.num_images,
+        strength=args.strength, iterations=args.iterations, grad_steps=args.grad_steps, lr=args.lr,
+        painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma,
+        region_strength=args.region_strength, append_missing_words=args.append_missing_words,
+        attention_maps=args.attention_maps is not None,
+    )
+    validate_options(**{k: v for k, v in options.items() if k in VALIDATED})
+    files, grid, maps = plan_outputs(args, methods)
+    strokes = load_image(args.strokes, what="stroke image") if args.strokes is not None else None
+    background = load_image(args.background, what="background photo") if args.background is not None else None
+    mask = load_image(args.mask, what="mask") if args.mask is not None else None
+    edit = background is not None and not args.reimagine
+    if background is not None and not guided and not edit:
+        note("--background is not used by --method text when re-imagining; it is ignored")
+        background = None
+    if guided and background is None and is_blank(to_rgb(strokes)):
+        raise ValueError(f"the stroke image '{args.strokes}' has nothing painted (only white or transparent "
+                         "pixels); paint some strokes, add --background, or use --method text")
+    if edit and mask is None and (strokes is None or not painted_area(strokes).any()):
+        raise ValueError("nothing is painted, so an edit would return the background unchanged; paint over the part "
+                         "to change, pass --mask, or --reimagine the whole image")
+    regions = parse_region_flags(args.region, args.regions)
+    if regions:
+        check_region_words(regions, strokes, args.prompt, args.append_missing_words)
+    options.update(background=background, regions=regions or None)
+    if background is not None:
+        options.update(edit=edit, mask=mask)
+    return Plan(methods, strokes, options, files, grid, maps)
+
+
+def check_region_words(assignments: dict, strokes, prompt: str, append_missing: bool) -> None:
+    """Every colour names a painted region and every word is in the prompt (no model needed)."""
+    from gradop.images import to_rgb
+    from gradop.regions import spec_from_colors, word_occurrences, word_span
+
+    if strokes is None:
+        raise ValueError("--region and --regions need --strokes: their colours are found in the stroke painting")
+    for item in spec_from_colors(to_rgb(strokes), assignments):
+        if not (append_missing and item.occurrence == 0 and word_occurrences(prompt, item.word) == 0):
+            word_span(prompt, item.word, item.occurrence)
+
+
+def plan_outputs(args, methods) -> tuple[dict[str, list[Path]], Path | None, Path | None]:
+    """Every file the run will write, checked: .png names, no two outputs at one path, never an
+    input, existing files only with --force, and folders that exist (or are created) and take a file."""
+    from gradop.metadata import image_paths
+    from gradop.outputs import check_outputs
+
+    out = args.out.expanduser()
+    maps = args.attention_maps.expanduser() if args.attention_maps is not None else None
+    for flag, path in (("--out", out), ("--attention-maps", maps)):
+        if path is not None and path.suffix.lower() != ".png":
+            raise ValueError(f"{flag} '{path}' must end in .png (the parameters are stored as PNG text)")
+    if args.compare:
+        files = {m: image_paths(out.with_name(f"{out.stem}_{m.replace('+', '_plus')}.png"), args.num_images)
+                 for m in methods}
+        grid = out
+    else:
+        files, grid = {methods[0]: image_paths(out, args.num_images)}, None
+    outputs = [("--out", path) for paths in files.values() for path in paths]
+    outputs += [("--out", p) for p in (grid,) if p is not None] + [("--attention-maps", p) for p in (maps,) if p]
+    inputs = [(flag, path) for flag, path in (("--strokes", args.strokes), ("--background", args.background),
+                                               ("--mask", args.mask), ("--regions", args.regions)) if path is not None]
+    check_outputs(outputs, inputs, args.force)
+    return files, grid, maps
 
 
 def generate(args) -> int:
     from tqdm import tqdm
 
     from gradop.grid import labelled_grid
-    from gradop.images import load_image
-    from gradop.metadata import save_png
-    from gradop.pipeline import GradopPipeline, validate_options
+    from gradop.models import small_model_size
+    from gradop.outputs import Writer
+    from gradop.pipeline import GradopPipeline
 
-    methods = METHOD_ORDER if args.compare else (args.method,)
-    if any(m != "text" for m in methods) and args.strokes is None and args.background is None:
-        raise ValueError("--strokes is required for this method; pass a stroke painting or use --method text")
-    if (args.mask is not None or args.reimagine) and args.background is None:
-        raise ValueError("--mask and --reimagine need --background (the photo to edit)")
-    if args.mask is not None and args.reimagine:
-        raise ValueError("--mask marks what an edit changes; --reimagine redraws everything: choose one")
-    strokes = load_image(args.strokes, what="stroke image") if args.strokes is not None else None
-    background = load_image(args.background, what="background photo") if args.background is not None else None
-    mask = load_image(args.mask, what="mask") if args.mask is not None else None
-    regions = parse_region_flags(args.region, args.regions)
-    if args.out.suffix.lower() != ".png":
-        raise ValueError(f"--out '{args.out}' must end in .png (the parameters are stored as PNG text)")
-    options = dict(
-        negative_prompt=args.negative_prompt, height=args.height, width=args.width, steps=args.steps,
-        guidance_scale=args.guidance, eta=args.eta, seed=args.seed, num_images=args.num_images,
-        strength=args.strength, iterations=args.iterations, grad_steps=args.grad_steps, lr=args.lr,
-        painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma, regions=regions or None,
-        region_strength=args.region_strength, append_missing_words=args.append_missing_words,
-        background=background, attention_maps=args.attention_maps is not None,
-        edit=None if background is None else not args.reimagine, mask=mask,
-    )
-    validate_options(**{k: v for k, v in options.items() if k in VALIDATED})  # fail before a slow model load
+    plan = plan_generation(args)  # fails here, before a slow model load, or not at all
+    quiet_libraries()
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                           allow_pickle=args.allow_pickle, config=args.config)
-    if args.seed is None:  # one seed for every method of a comparison, recorded in each PNG
-        import secrets
-
+    options, strokes = plan.options, plan.strokes
+    # With a background the pipeline fits the photo's shape to the model's size itself.
+    if strokes is not None and options.get("background") is None and args.height is None and args.width is None:
+        fitted = small_model_size(pipe.default_size, strokes.size)
+        if fitted is not None and fitted != (strokes.height, strokes.width):
+            options["height"], options["width"] = fitted
+            note(f"'{args.model}' is a small model made for {pipe.default_size} px: generating "
+                 f"{fitted[1]}x{fitted[0]} from the {strokes.width}x{strokes.height} strokes "
+                 "(pass --height and --width to choose the size)")
+    if options["seed"] is None:  # one seed for every method of a comparison, recorded in each PNG
         options["seed"] = secrets.randbelow(2**32)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    writer = Writer()
     results = {}
-    for method in methods:
-        with tqdm(desc=method, unit="step", leave=True) as bar:
-            def advance(progress, bar=bar):
-                bar.total = progress.total
-                bar.update(progress.step - bar.n)
+    try:
+        for method in plan.methods:
+            with tqdm(desc=method, unit="step", leave=True) as bar:
+                def advance(progress, bar=bar):
+                    bar.total = progress.total
+                    bar.update(progress.step - bar.n)
 
-            results[method] = pipe.generate(method, args.prompt, strokes, callback=advance, **options)
-    if args.attention_maps is not None:
-        grids = [result.attention_maps for result in results.values()]
-        grid = grids[0] if len(grids) == 1 else labelled_grid(grids, list(results), columns=1)
-        grid.save(args.attention_maps)
-        print(args.attention_maps)
-    if not args.compare:
-        for path in results[args.method].save(args.out):
-            print(path)
-        return 0
-    images, labels = ([strokes.convert("RGB")], ["strokes"]) if strokes is not None else ([], [])
-    if background is not None:  # the strokes over the photo, at the output's size
-        from gradop.editing import prepare_edit
+                result = pipe.generate(method, args.prompt, strokes, callback=advance, **options)
+            results[method] = result
+            for index, (image, path) in enumerate(zip(result.images, plan.files[method])):
+                writer.write(image, path, result.image_params(index))  # saved as soon as it exists
+            if plan.maps is not None:
+                grids = [r.attention_maps for r in results.values()]
+                maps = grids[0] if len(grids) == 1 else labelled_grid(grids, list(results), columns=1)
+                writer.write(maps, plan.maps, {"attention_maps": list(results)}, final=method == plan.methods[-1])
+        if plan.grid is not None:
+            images, labels = ([strokes.convert("RGB")], ["strokes"]) if strokes is not None else ([], [])
+            if options.get("background") is not None:  # the photo and the strokes over it, at the output size
+                from gradop.editing import prepare_edit
 
-        size = next(iter(results.values())).images[0].size
-        painted = prepare_edit(strokes, background, size, edit=False)
-        images, labels = [painted.background, painted.composite], ["photo", "painted"]
-    for method, result in results.items():
-        stem = args.out.with_name(f"{args.out.stem}_{method.replace('+', '_plus')}.png")
-        for path in result.save(stem):
-            print(path)
-        images += result.images
-        labels += [method] * len(result.images)
-    grid_params = {"compare": [result.params for result in results.values()]}
-    print(save_png(labelled_grid(images, labels), args.out, grid_params))
-    return 0
+                size = next(iter(results.values())).images[0].size
+                painted = prepare_edit(strokes, options["background"], size, edit=False)
+                images, labels = [painted.background, painted.composite], ["photo", "painted"]
+            for method, result in results.items():
+                images += result.images
+                labels += [method] * len(result.images)
+            writer.write(labelled_grid(images, labels), plan.grid,
+                         {"compare": [result.params for result in results.values()]})
+    except BaseException as error:
+        error.gradop_saved = writer.saved  # main() names what is kept
+        raise
+    return 1 if writer.rescued else 0
 
 
 def list_regions(args) -> int:
     from gradop.images import load_image
     from gradop.regions import find_regions
 
+    if not 0 <= args.min_area < 1:
+        raise ValueError(f"--min-area must be a fraction of the image in [0, 1) (got {args.min_area})")
     regions = find_regions(load_image(args.image, what="stroke image"), min_area_fraction=args.min_area)
     if args.json:
         print(json.dumps([{"color": r.hex, "area": round(r.area_fraction, 4), "bbox": list(r.bbox)} for r in regions]))
@@ -199,17 +295,85 @@ def show_info(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- messages
+
+def note(text: str, kind: str = "note") -> None:
+    print(f"gradop: {kind}: {text}", file=sys.stderr, flush=True)
+
+
+def quiet_libraries() -> None:
+    """diffusers' and transformers' loading bars and warnings are not the user's business."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
+def log_file() -> Path:
+    """Where unexpected errors are recorded with their traceback: $GRADOP_LOG, else the user's cache."""
+    if os.environ.get("GRADOP_LOG"):
+        return Path(os.environ["GRADOP_LOG"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "gradop" / "gradop-errors.log"
+
+
+def record_unexpected(error: BaseException, argv: list[str] | None) -> Path:
+    """Append the traceback to the log file (the temporary folder when that fails); its path."""
+    text = (f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} gradop {' '.join(argv if argv is not None else sys.argv[1:])}\n"
+            + "".join(traceback.format_exception(error)))
+    for path in (log_file(), Path(tempfile.gettempdir()) / "gradop-errors.log"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as file:
+                file.write(text)
+            return path
+        except OSError:
+            continue
+    return Path("(no writable log file)")
+
+
+def explain(error: Exception, argv: list[str] | None) -> tuple[int, str]:
+    """(exit code, one line) for a failure: 2 for what the user can fix, 1 for the rest."""
+    from gradop.jobs import is_out_of_memory
+    from gradop.regions import MissingWordError
+
+    if isinstance(error, MissingWordError):
+        return 2, f"error: {error.advice('--append-missing-words')}"
+    if isinstance(error, ValueError):  # gradop's user errors, ModelLoadError included
+        return 2, f"error: {first_line(error)}"
+    if is_out_of_memory(error):
+        return 1, ("error: out of memory; lower --height/--width, --num-images or --grad-steps, "
+                   "or use a machine with more memory")
+    path = record_unexpected(error, argv)
+    return 1, (f"unexpected error ({error.__class__.__name__}: {first_line(error)[:200]}); the details are in "
+               f"{path}. Please report it with that file.")
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else error.__class__.__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    for library in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):  # their import-time warnings, too
+        os.environ.setdefault(library, "error")
     args = build_parser().parse_args(argv)
     handlers = {"generate": generate, "regions": list_regions, "info": show_info}
     try:
         return handlers[args.command](args)
-    except ValueError as error:  # every user-caused problem: one line, no traceback
-        print(f"gradop: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("gradop: cancelled", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        saved = getattr(error, "gradop_saved", [])
+        kept = f" (already saved: {', '.join(map(str, saved))})" if saved else ""
+        print(f"gradop: cancelled{kept}", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - every failure is one line; tracebacks go to the log
+        code, line = explain(error, argv)
+        saved = getattr(error, "gradop_saved", [])
+        kept = f" (already saved: {', '.join(map(str, saved))})" if saved else ""
+        print(f"gradop: {line}{kept}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -40,21 +40,16 @@ def guide(
     """One GradOP+ guidance step: (re-noised optimised latents, loss per Adam step).
 
     z_next: the latents the scheduler produced at t_next = t_{i+1} (noisy; decoded as they are,
-    not a predicted x0). opts: anything with `grad_steps` and `lr` (GradopPlusOptions), plus the
-    optimisation's own knobs (precision, batch) when it has them.
+    not a predicted x0). decode: the differentiable decoder (a gradop.precision.GuidanceDecode
+    carries its precision handling). opts: anything with `grad_steps` and `lr`
+    (GradopPlusOptions), and optionally `guidance_batch` (images optimised at a time).
     """
     from diffusers.utils.torch_utils import randn_tensor
 
     optimized, losses = optimize_latents(z_next, decode, target, paint, steps=opts.grad_steps, lr=opts.lr,
-                                         on_step=on_step, **optimisation_knobs(opts))
+                                         batch=getattr(opts, "guidance_batch", None), on_step=on_step)
     noise = randn_tensor(z_next.shape, generator=generator, device=z_next.device, dtype=z_next.dtype)
     return scheduler.add_noise(optimized, noise, t_next.reshape(1)), losses
-
-
-def optimisation_knobs(opts) -> dict:
-    """The keyword arguments of optimize_latents that an options object carries (if any)."""
-    names = ("precision", "batch")
-    return {name: getattr(opts, f"guidance_{name}") for name in names if hasattr(opts, f"guidance_{name}")}
 
 
 class GradopPlusCallback:

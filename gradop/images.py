@@ -7,6 +7,7 @@ are PIL images. Every user-facing problem becomes a one-line ValueError.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,11 @@ CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBa", "L", "LA", "La", "P", "PA", "1", "CM
 
 
 def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, what: str = "image") -> Image.Image:
-    """Open a path / bytes / array / PIL image as a loaded PIL image, with clear errors."""
+    """Open a path / bytes / array / PIL image as a loaded PIL image, with clear errors.
+
+    Every problem with the file (missing, a folder, unreadable, not an image, truncated, too many
+    pixels, a decompression bomb) is one ValueError line that names it and says what to do."""
+    limit, subject = f"the {MAX_PIXELS // 10**6} MP limit", what
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
@@ -29,12 +34,8 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, what: s
         image = Image.fromarray(source)
     else:
         if isinstance(source, (str, Path)):
-            path = Path(source).expanduser()
-            if not path.is_file():
-                raise ValueError(f"{what} file '{source}' does not exist; check the path")
-            if path.stat().st_size == 0:
-                raise ValueError(f"{what} file '{source}' is empty; save the image again")
-            data, name = path.read_bytes(), f"'{source}'"
+            data, name = read_file(source, what), f"'{source}'"
+            subject = f"{what} {name}"
         elif isinstance(source, (bytes, bytearray)):
             if not source:
                 raise ValueError(f"{what} is empty; upload a PNG or JPEG image")
@@ -42,19 +43,50 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, what: s
         else:
             raise ValueError(f"{what} must be a path, bytes, numpy array or PIL image (got {type(source).__name__})")
         try:
-            image = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"could not read {name} as an image ({error.__class__.__name__}); use a PNG or JPEG file") from None
+            with warnings.catch_warnings():  # the pixel limit below is stricter than PIL's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:
+            raise ValueError(f"{subject} has far more pixels than {limit}; resize it first") from None
+        except Exception as error:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... per format
+            raise ValueError(f"could not read {name} as an image ({error.__class__.__name__}); "
+                             "use a PNG or JPEG file") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise ValueError(
-            f"{what} is {width}x{height} pixels, more than the {MAX_PIXELS // 10**6} MP limit; resize it first"
-        )
+        raise ValueError(f"{subject} is {width}x{height} pixels, more than {limit}; resize it first")
     try:
         image.load()
-    except (OSError, Image.DecompressionBombError) as error:
-        raise ValueError(f"could not decode {what} ({error}); save it again as PNG or JPEG") from None
+    except Exception as error:  # noqa: BLE001 - truncated or corrupt data, whichever decoder noticed
+        raise ValueError(f"could not decode {subject} ({error.__class__.__name__}: {_first_line(error)}); "
+                         "save it again as PNG or JPEG") from None
     return image
+
+
+def read_file(source: str | Path, what: str) -> bytes:
+    """The bytes of a user's file; ValueError naming it when it is missing, a folder, empty or unreadable."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{what} '{source}' is a folder; give an image file")
+    if not path.is_file():
+        raise ValueError(f"{what} file '{source}' does not exist; check the path")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {what} file '{source}': {error.strerror or error}") from None
+    if not data:
+        raise ValueError(f"{what} file '{source}' is empty; save the image again")
+    return data
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else "no details"
+
+
+def is_blank(image: Image.Image, tolerance: int = 8) -> bool:
+    """True when an RGB stroke image has nothing painted: every pixel within `tolerance` of white
+    (what an empty canvas, a white page or a fully transparent image becomes)."""
+    return min(low for low, _ in image.convert("RGB").getextrema()) >= 255 - tolerance
 
 
 def to_rgb(image: Image.Image, background: Image.Image | tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from PIL import Image
 
@@ -19,6 +20,10 @@ from gradop.metadata import png_bytes
 from gradop.pipeline import GenerationCancelled, Progress
 
 log = logging.getLogger(__name__)
+# A job whose browser session has been gone this long is cancelled (a reload or a closed tab);
+# shorter gaps are network blips, after which the session reconnects and collects its job.
+ORPHAN_GRACE_S = 10.0
+ABANDONED = "Generation cancelled: its browser tab was closed or reloaded."
 
 # ----------------------------------------------------------------------------- messages and estimates
 
@@ -43,8 +48,9 @@ def user_message(error: BaseException) -> str:
         text = str(error).strip().splitlines()
         return text[0] if text else error.__class__.__name__
     log.error("generation failed", exc_info=error)
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    return f"Generation failed ({error.__class__.__name__}: {first}); try again or lower the settings."
+    # Only the error's kind: its text may hold server paths; the traceback is in the server log.
+    return (f"Generation failed ({error.__class__.__name__}); try again or lower the settings. "
+            "The details are in the server's log.")
 
 
 # Measured on a 2-core CPU with Stable Diffusion 1.5 at 512 px, fp32 (see shared/STACK.md):
@@ -147,8 +153,14 @@ class GenerationJob:
 
     PREVIEW_SHARE = 0.2  # at most this fraction of the time goes into decoding live previews
 
-    def __init__(self, pipeline, runs: list[Run], *, estimate: float | None = None, meta: dict | None = None):
+    def __init__(self, pipeline, runs: list[Run], *, estimate: float | None = None, meta: dict | None = None,
+                 alive: Callable[[], bool] | None = None, orphan_grace: float = ORPHAN_GRACE_S):
+        """`alive` tells whether the session that started the job is still there; when it has
+        been gone for `orphan_grace` seconds the job cancels itself, so that it neither runs
+        for nobody nor keeps other sessions waiting for the model."""
         self.pipeline, self.runs, self.estimate = pipeline, runs, estimate
+        self._alive, self._orphan_grace, self._gone_since = alive, orphan_grace, None
+        self.abandoned = False
         self.meta = meta or {}  # whatever the caller wants back with the results (page settings)
         self.status = "waiting"  # waiting -> running -> done | cancelled | failed
         self.message: str | None = None
@@ -192,7 +204,19 @@ class GenerationJob:
         where = f" ({self.run_index + 1}/{len(self.runs)})" if len(self.runs) > 1 else ""
         return f"{run.label}{where}: {self.phase} step {self.step}/{self.total}"
 
+    def _check_owner(self) -> None:
+        """Cancel when the owner's session has been gone for the grace period."""
+        if self._alive is None or self._alive():
+            self._gone_since = None
+            return
+        now = time.monotonic()
+        self._gone_since = self._gone_since or now
+        if now - self._gone_since >= self._orphan_grace:
+            self.abandoned = True
+            self._cancel.set()
+
     def _on_progress(self, progress: Progress) -> None:
+        self._check_owner()
         if self._cancel.is_set():
             raise GenerationCancelled()
         self.status = "running"
@@ -207,6 +231,7 @@ class GenerationJob:
         try:
             for index, run in enumerate(self.runs):
                 self.run_index, self.step = index, 0
+                self._check_owner()
                 if self._cancel.is_set():
                     raise GenerationCancelled()
                 result = self.pipeline.generate(run.method, callback=self._on_progress, **run.kwargs)
@@ -214,7 +239,9 @@ class GenerationJob:
                 self.losses += result.losses
             self.status = "done"
         except GenerationCancelled as error:
-            self.message, self.status = user_message(error), "cancelled"
+            self.message, self.status = ABANDONED if self.abandoned else user_message(error), "cancelled"
+            if self.abandoned:
+                log.warning("gradop: %s", ABANDONED)  # for the operator: the model was freed
         except BaseException as error:  # noqa: BLE001 - every failure becomes a message on the page
             self.message, self.status = user_message(error), "failed"
         finally:

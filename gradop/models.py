@@ -7,6 +7,7 @@ with one line that says what to do, instead of a huggingface_hub traceback.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import torch
@@ -87,6 +88,22 @@ def ddim_scheduler(config: dict):
     return DDIMScheduler.from_config(config, **DDIM_SETTINGS)
 
 
+# Models whose native side is below this (the demo model: 64 px) only work near their native size:
+# far above it they lose the layout and run ~(side / native)^2 times slower. The app and the CLI
+# generate at the native size for them unless the user asks for a size.
+SMALL_MODEL_SIDE = 256
+
+
+def small_model_size(native_side: int, image_size: tuple[int, int]) -> tuple[int, int] | None:
+    """(height, width) for a small model: its native side on the longer edge, the image's aspect
+    ratio, multiples of 8. None for models of real size (they follow the image)."""
+    if native_side >= SMALL_MODEL_SIDE:
+        return None
+    width, height = image_size
+    scale = native_side / max(width, height)
+    return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
+
+
 def _looks_like_path(model: str) -> bool:
     # Hub ids look like "owner/name"; anything else that does not exist on disk is a bad path.
     return (
@@ -103,6 +120,9 @@ def load_components(
     allow_pickle: bool = False,
     config: str | None = None,
     local_files_only: bool | None = None,
+    vae_slicing: bool = False,
+    vae_tiling: bool = False,
+    cpu_offload: bool = False,
 ) -> tuple[dict, torch.device, torch.dtype]:
     """Load the Stable Diffusion components of `model` on the chosen device and dtype.
 
@@ -110,6 +130,12 @@ def load_components(
     folder, or one checkpoint file (`.safetensors`; pickled `.ckpt` only with allow_pickle,
     since unpickling runs code from the file). A single file needs its architecture config:
     `config` (a diffusers folder or repo id), else diffusers infers and fetches it.
+
+    Memory (results unchanged unless noted): `vae_slicing` decodes a batch one image at a time;
+    `vae_tiling` decodes large images in overlapping tiles (blended seams; it also tiles the
+    guidance decode above the VAE's tile size, 512 px on SD); `cpu_offload` keeps the models in
+    CPU memory and moves each to `device` while it runs (diffusers' enable_model_cpu_offload,
+    via accelerate), for GPUs too small to hold them all.
     """
     from diffusers import StableDiffusionPipeline
 
@@ -155,7 +181,14 @@ def load_components(
     except Exception as error:  # hub, file-format and config errors: one line, with what to do
         raise ModelLoadError(_explain(model, error)) from error
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
-    pipe.to(chosen_device)
+    if cpu_offload:
+        pipe.enable_model_cpu_offload(device=chosen_device)
+    else:
+        pipe.to(chosen_device)
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    if vae_tiling:
+        pipe.vae.enable_tiling()
     components = {name: component for name, component in pipe.components.items() if component is not None}
     for module in components.values():
         if isinstance(module, torch.nn.Module):
@@ -182,13 +215,38 @@ def _from_hub(repo_id: str, common: dict, local_files_only: bool | None):
     return StableDiffusionPipeline.from_pretrained(repo_id, **common)
 
 
+def offline_message(model: str) -> str:
+    return (
+        f"model '{model}' is not in the local Hugging Face cache and the hub cannot be reached (no network); "
+        f"pass a local diffusers folder or .safetensors file, download it where there is network "
+        f"(`hf download {model}`) and copy the cache (HF_HOME), or set HF_HUB_OFFLINE=1 to use only cached models"
+    )
+
+
+def _network_failure(error: BaseException | None) -> bool:
+    """True when a connection problem caused `error`, anywhere in its chain: diffusers re-raises
+    it as an OSError that tells the user to pass local_files_only=False, which does not help."""
+    import requests
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from huggingface_hub.utils import httpx
+
+    network = (OfflineModeIsEnabled, requests.ConnectionError, requests.Timeout, httpx.TransportError,
+               ConnectionError, TimeoutError, socket.gaierror)
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, network):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _explain(model: str, error: Exception) -> str:
+    if _network_failure(error):
+        return offline_message(model)
     text = f"{error.__class__.__name__}: {error}".lower()
     if any(word in text for word in ("connect", "offline", "resolve", "timed out", "network", "local cache", "localentrynotfound")):
-        return (
-            f"model '{model}' is not in the local cache and the hub is unreachable; pass a local folder or "
-            ".safetensors file, or connect once to download it (set HF_HOME to choose the cache)"
-        )
+        return offline_message(model)
     if any(word in text for word in ("401", "403", "gated", "unauthorized", "repositorynotfound", "404")):
         return f"model '{model}' was not found or needs access rights; check the id, or log in with `hf auth login`"
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__

@@ -1,10 +1,13 @@
 """Latent optimisation through the VAE decoder: the heart of GradOP and GradOP+.
 
-Pure given a decode function and a target: no schedulers, prompts or UNet here.
+Pure given a decode function and a target: no schedulers, prompts or UNet here. The decode
+function may carry `loss_scale` ("dynamic" for fp16) and a `prepared()` context (see
+gradop.precision.GuidanceDecode); a plain function works too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -13,13 +16,54 @@ import torch.nn.functional as F
 
 from gradop.painting import PaintingFn
 
-DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # scaled latents -> images (B, 3, H, W) in [0, 1]
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # scaled latents (fp32) -> images (B, 3, H, W) in [0, 1]
+SCALE_BACKOFF, MAX_SCALE_BACKOFFS = 16.0, 6  # on overflow: retry with the scale / 16, at most 6 times
 
 
-def painting_loss(images: torch.Tensor, target: torch.Tensor, painting: PaintingFn) -> torch.Tensor:
-    """L(f(x), y): mean squared error between the painted output and the strokes."""
+def painting_loss(images: torch.Tensor, target: torch.Tensor, painting: PaintingFn, batch_size: int | None = None):
+    """L(f(x), y): mean squared error between the painted output and the strokes.
+
+    With `batch_size` (the whole batch, of which `images` is a chunk): the chunk's share of the
+    whole batch's mean, so the shares of all chunks add up to it and their gradients match it.
+    """
     painted = painting(images)
-    return F.mse_loss(painted, target.to(painted).expand_as(painted))  # one target for the whole batch
+    loss = F.mse_loss(painted, target.to(painted).expand_as(painted))  # one target for the whole batch
+    return loss if batch_size is None else loss * (images.shape[0] / batch_size)
+
+
+def latent_gradient(
+    latents: torch.Tensor,
+    decode: DecodeFn,
+    target: torch.Tensor,
+    painting: PaintingFn,
+    *,
+    batch_size: int | None = None,
+    anchor: torch.Tensor | None = None,
+    gamma: float = 0.0,
+    anchor_numel: int | None = None,
+    loss_scale: str | float | None = None,
+) -> tuple[float, torch.Tensor]:
+    """(loss, d loss / d latents in fp32) for one chunk of latents.
+
+    loss_scale "dynamic": the loss is multiplied by its pixel-value count before the backward
+    pass (so a low-precision decoder's gradients do not underflow) and the gradient divided
+    again in fp32; on overflow the pass is repeated with a smaller scale.
+    """
+    z = latents.detach().float().requires_grad_(True)
+    scale = float(target.shape[-1] * target.shape[-2] * 3 * (batch_size or latents.shape[0])) \
+        if loss_scale == "dynamic" else float(loss_scale or 1.0)
+    for _ in range(MAX_SCALE_BACKOFFS + 1):
+        with torch.enable_grad():
+            loss = painting_loss(decode(z).float(), target, painting, batch_size)
+            if anchor is not None and gamma > 0:
+                # gamma * mean over the whole batch's latents, this chunk's share of it.
+                loss = loss + gamma * (z - anchor.float()).pow(2).sum() / (anchor_numel or z.numel())
+            (grad,) = torch.autograd.grad(loss * scale, [z])
+        grad = grad.float() / scale
+        if scale <= 1 or bool(torch.isfinite(grad).all()):
+            return loss.item(), grad
+        scale = max(1.0, scale / SCALE_BACKOFF)
+    return loss.item(), grad
 
 
 def optimize_latents(
@@ -32,32 +76,38 @@ def optimize_latents(
     lr: float,
     anchor: torch.Tensor | None = None,
     gamma: float = 0.0,
+    batch: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Adam on the latents for `steps` steps; returns (optimised latents, loss per step).
 
     loss = L(f(D(z)), y) + gamma * d(z, anchor) with d the mean squared distance (so gamma does
-    not depend on the resolution): the anchor term is GradOP's pull towards the text-only sample z_tau; GradOP+ uses none.
-    Only the latents are differentiated (torch.autograd.grad), so the decoder's weights
-    collect no gradients and stay untouched.
+    not depend on the resolution): the anchor term is GradOP's pull towards the text-only sample
+    z_tau; GradOP+ uses none. `batch` images are decoded and differentiated at a time (memory);
+    the result is the same as for the whole batch at once, because each chunk's loss is its share
+    of the whole batch's mean and Adam works per element. Only the latents are differentiated
+    (torch.autograd.grad), so the decoder's weights collect no gradients and stay untouched.
     """
     if steps <= 0:
         raise ValueError(f"optimisation steps must be at least 1 (got {steps})")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"learning rate must be a positive finite number (got {lr})")
-    if anchor is not None:
-        anchor = anchor.detach().float()
-    z = latents.detach().float().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
+    total = latents.shape[0]
+    size = total if batch is None else max(1, min(batch, total))
+    chunks = [chunk.detach().float().clone().requires_grad_(True) for chunk in latents.split(size)]
+    anchors = [None] * len(chunks) if anchor is None else list(anchor.detach().float().split(size))
+    optimizer = torch.optim.Adam(chunks, lr=lr)
+    loss_scale = getattr(decode, "loss_scale", None)
     losses = []
-    with torch.enable_grad():
+    with getattr(decode, "prepared", contextlib.nullcontext)():
         for step in range(steps):
-            loss = painting_loss(decode(z.to(latents.dtype)).float(), target, painting)
-            if anchor is not None and gamma > 0:
-                loss = loss + gamma * F.mse_loss(z, anchor)
-            (z.grad,) = torch.autograd.grad(loss, [z])
+            step_loss = 0.0
+            for z, z_anchor in zip(chunks, anchors):
+                chunk_loss, z.grad = latent_gradient(z, decode, target, painting, batch_size=total, anchor=z_anchor,
+                                                     gamma=gamma, anchor_numel=latents.numel(), loss_scale=loss_scale)
+                step_loss += chunk_loss
             optimizer.step()
-            losses.append(loss.item())
+            losses.append(step_loss)
             if on_step is not None:
                 on_step(step, losses[-1])
-    return z.detach().to(latents.dtype), losses
+    return torch.cat([z.detach() for z in chunks]).to(latents.dtype), losses

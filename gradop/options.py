@@ -14,11 +14,12 @@ import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from gradop.painting import PAINTING_FUNCTIONS
+from gradop.precision import PRECISION_MODES
 
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes seeds in [0, 2**64)
 
 
-def knob(default, label: str, *, whole: bool = False, low=None, high=None, above=None, choices=None,
+def knob(default, label: str, *, whole: bool = False, boolean: bool = False, low=None, high=None, above=None, choices=None,
          multiple_of: int | None = None, optional: bool = False, record: bool = True, help: str = ""):
     """A dataclass field with its validation rule and PNG flag in the field metadata.
 
@@ -26,7 +27,7 @@ def knob(default, label: str, *, whole: bool = False, low=None, high=None, above
     bounds; above: exclusive lower bound. record: whether it decides the pixels (goes into the
     PNG); memory knobs that leave the result unchanged do not.
     """
-    rule = dict(label=label, whole=whole, low=low, high=high, above=above, choices=choices,
+    rule = dict(label=label, whole=whole, boolean=boolean, low=low, high=high, above=above, choices=choices,
                 multiple_of=multiple_of, optional=optional, record=record, help=help)
     return field(default=default, metadata=rule)
 
@@ -50,6 +51,10 @@ def normalise(value, rule):
     label = rule["label"]
     if value is None and rule["optional"]:
         return None
+    if rule["boolean"]:
+        if not isinstance(value, (bool, np_bool())):
+            raise TypeError(f"{label} must be True or False (got {value!r})")
+        return bool(value)
     if rule["choices"] is not None:
         if not isinstance(value, str):
             raise TypeError(f"{label} must be one of {', '.join(rule['choices'])} (got {value!r})")
@@ -72,6 +77,12 @@ def normalise(value, rule):
         hint = "; resize the strokes or pass height/width" if multiple else ""
         raise ValueError(f"{label} must be {_bounds_text(rule)} (got {value}){hint}")
     return value
+
+
+def np_bool():
+    import numpy
+
+    return numpy.bool_
 
 
 class Knobs:
@@ -136,6 +147,13 @@ class GuidanceKnobs(Knobs):
 
     lr: float = knob(0.1, "learning rate", above=0, help="Adam learning rate")
     painting: str = knob("blur", "painting function", choices=PAINTING_FUNCTIONS, help="painting function f")
+    guidance_precision: str = knob("auto", "guidance precision", choices=PRECISION_MODES,
+                                   help="gradients through an fp16/bf16 decoder: scaled loss or fp32 decoder "
+                                        "(auto: what measured correct for the dtype)")
+    guidance_batch: int = knob(1, "guidance batch", whole=True, low=1, record=False,
+                               help="images decoded and differentiated at a time (memory; same result)")
+    guidance_checkpointing: bool = knob(False, "guidance checkpointing", boolean=True, record=False,
+                                        help="VAE gradient checkpointing while optimising (memory; slower)")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -28,9 +29,10 @@ from gradop.images import load_image, pil_to_tensor, to_rgb
 from gradop.metadata import save_png
 from gradop.models import ddim_scheduler, load_components
 from gradop.optimize import optimize_latents
-from gradop.guidance import GradopPlusCallback, guidance_window, optimisation_knobs
+from gradop.guidance import GradopPlusCallback, guidance_window
 from gradop.options import METHODS, normalise_seed, parse_options, validate_options
 from gradop.painting import make_painting_fn
+from gradop.precision import GuidanceDecode, vae_decode
 from gradop.regions import resolve_spec, spec_from_colors
 
 __all__ = ["GradopPipeline", "GenerationResult", "GenerationCancelled", "Progress", "METHODS", "validate_options"]
@@ -190,6 +192,9 @@ class GradopPipeline:
             stroke_image, region_source = edit_setup.composite, edit_setup.strokes_on_white
         else:
             stroke_image = to_rgb(stroke_source) if stroke_source is not None else None
+            if guided and np.asarray(stroke_image).min() == 255:
+                raise ValueError(f"the stroke image is blank (all white or transparent), so '{method}' has nothing to "
+                                 "follow; paint some strokes, add a background photo, or use method 'text'")
             height, width = self._size(sampling.height, sampling.width, stroke_image)
         sampling = replace(sampling, height=height, width=width)
         seed = normalise_seed(seed)
@@ -251,8 +256,11 @@ class GradopPipeline:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [0, 1], differentiable (the D in L(f(D(z)), y))."""
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
-        return ((images.float() + 1) / 2).clamp(0, 1)
+        return vae_decode(self.vae, latents)
+
+    def guidance_decode(self, opts) -> GuidanceDecode:
+        """The decoder the optimisation differentiates, with the options' precision and memory."""
+        return GuidanceDecode(self.decode, self.vae, opts.guidance_precision, opts.guidance_checkpointing)
 
     @torch.no_grad()
     def preview(self, latents: torch.Tensor) -> Image.Image:
@@ -309,7 +317,7 @@ class GradopPipeline:
         # (img2img; `offset` is its first step, strength chosen so that int(steps * s) is exact).
         offset = window.start if start_image is not None else 0
         counter = _Counter(steps - offset + len(window) * opts.grad_steps, callback)
-        guide_step = GradopPlusCallback(self.decode, target, paint, call["generator"], opts, steps,
+        guide_step = GradopPlusCallback(self.guidance_decode(opts), target, paint, call["generator"], opts, steps,
                                         on_sample=lambda latents: counter.advance("sampling", latents),
                                         on_optimise=lambda: counter.advance("optimising"))
 
@@ -339,8 +347,8 @@ class GradopPipeline:
         counter = _Counter(steps + opts.opt_steps + min(int(steps * opts.strength), steps), callback)
         sample = self._text2img(call, height, width, None, output_type="latent", counter=counter, blend=blend)
         optimized, losses = optimize_latents(
-            sample, self.decode, target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample, gamma=opts.gamma,
-            on_step=lambda *_: counter.advance("optimising"), **optimisation_knobs(opts),
+            sample, self.guidance_decode(opts), target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample,
+            gamma=opts.gamma, batch=opts.guidance_batch, on_step=lambda *_: counter.advance("optimising"),
         )
         # img2img takes a 4-channel tensor as ready latents: forward-diffuse z* to t0, denoise.
         batch = sample.shape[0]  # one prompt per latent: img2img does not repeat ready latents

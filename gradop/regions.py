@@ -320,15 +320,25 @@ def _word_and_occurrence(target, where) -> tuple[str, int]:
     return word.strip(), occurrence
 
 
-def load_spec_json(path, image) -> list[RegionWord]:
-    """Read {"#rrggbb": "word" | {"word": .., "occurrence": ..}} or [{"color": .., "word": ..}]."""
+SPEC_EXAMPLE = '{"#3a7bd5": "lake"}'
+
+
+def read_spec_file(path) -> dict:
+    """The colour -> word assignments of a region spec file, checked, with the file named in every
+    error. Accepts {"#rrggbb": "word" | {"word": .., "occurrence": ..}} or
+    [{"color": "#rrggbb", "word": .., "occurrence": ..}]. The one parser of spec files (CLI and API)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"region spec {path} is a folder; give a JSON file like {SPEC_EXAMPLE}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"cannot read region spec {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"region spec {path} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"region spec {path} is not UTF-8 text; save it as UTF-8 JSON like {SPEC_EXAMPLE}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"region spec {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                         f"write it like {SPEC_EXAMPLE}") from None
     if isinstance(data, list):
         assignments = {}
         for i, item in enumerate(data):
@@ -341,9 +351,22 @@ def load_spec_json(path, image) -> list[RegionWord]:
     elif isinstance(data, dict):
         assignments = data
     else:
-        raise ValueError(f"region spec {path} must be a JSON object {{\"#rrggbb\": \"word\"}} or a list")
+        raise ValueError(f"region spec {path} must be a JSON object like {SPEC_EXAMPLE} or a list of "
+                         f"{{\"color\": .., \"word\": ..}} items (got {type(data).__name__})")
     if not assignments:
-        raise ValueError(f"region spec {path} is empty: map at least one colour to a word")
+        raise ValueError(f"region spec {path} is empty: map at least one colour to a word, e.g. {SPEC_EXAMPLE}")
+    for color, target in assignments.items():
+        try:
+            parse_color(color)
+            _word_and_occurrence(target, color)
+        except ValueError as exc:
+            raise ValueError(f"region spec {path}: {exc}") from None
+    return assignments
+
+
+def load_spec_json(path, image) -> list[RegionWord]:
+    """A region spec file (see read_spec_file) resolved against the regions of `image`."""
+    assignments = read_spec_file(path)
     try:
         return spec_from_colors(image, assignments)
     except ValueError as exc:
@@ -351,6 +374,19 @@ def load_spec_json(path, image) -> list[RegionWord]:
 
 
 # ----------------------------------------------------------------------------- tokens
+
+class MissingWordError(ValueError):
+    """A region word that the prompt does not contain. Front-ends name their own option for
+    appending it (`advice`): the CLI says --append-missing-words."""
+
+    def __init__(self, word: str, prompt: str, option: str = "append_missing=True"):
+        self.word, self.prompt = word, prompt
+        super().__init__(self.advice(option))
+
+    def advice(self, option: str) -> str:
+        return f"word {self.word!r} is not in the prompt {self.prompt!r}; add it to the prompt or pass {option}"
+
+
 
 def _word_pattern(word: str) -> re.Pattern:
     # Case-insensitive, whole words only, any run of spaces/punctuation between a phrase's words.
@@ -364,16 +400,21 @@ def word_occurrences(prompt: str, word: str) -> int:
     return len(_word_pattern(word).findall(prompt))
 
 
-def word_token_indices(prompt: str, word: str, tokenizer, occurrence: int = 0) -> list[int]:
-    """Positions of `word` (or phrase) in the tokenised prompt, counting BOS as position 0."""
+def word_span(prompt: str, word: str, occurrence: int = 0) -> tuple[int, int]:
+    """Where the `occurrence`-th use of `word` sits in the prompt (characters); needs no tokenizer,
+    so front-ends check region words with it before loading a model."""
     matches = list(_word_pattern(word).finditer(prompt))
     if not matches:
-        raise ValueError(f"word {word!r} is not in the prompt {prompt!r}; add it to the prompt or pass "
-                         f"append_missing=True")
+        raise MissingWordError(word, prompt)
     if not 0 <= occurrence < len(matches):
         raise ValueError(f"word {word!r} occurs {len(matches)} time(s) in the prompt; occurrence {occurrence} "
                          f"does not exist (use 0..{len(matches) - 1})")
-    start, end = matches[occurrence].span()
+    return matches[occurrence].span()
+
+
+def word_token_indices(prompt: str, word: str, tokenizer, occurrence: int = 0) -> list[int]:
+    """Positions of `word` (or phrase) in the tokenised prompt, counting BOS as position 0."""
+    start, end = word_span(prompt, word, occurrence)
 
     # CLIP tokenises each word/punctuation run on its own, so the tokens before a word boundary
     # are exactly the tokens of the text before it.

@@ -159,8 +159,9 @@ def text_color(background: str) -> str:
 
 
 def generation_side(model_side: int, canvas_side: int) -> int:
-    """Output side: toy models (native < 256 px) keep their native size, real ones follow the canvas."""
-    return model_side if model_side < 256 else canvas_side
+    """Output side: small models keep their native size, real ones follow the (square) canvas."""
+    fitted = models.small_model_size(model_side, (canvas_side, canvas_side))
+    return canvas_side if fitted is None else fitted[0]
 
 
 def for_display(image: Image.Image, min_side: int = 256) -> Image.Image:
@@ -276,6 +277,27 @@ def region_swatch(region, side: int = 56) -> Image.Image:
 
 def new_seed() -> int:
     return secrets.randbelow(2**32)
+
+
+def repaired_settings(values: dict[str, Any], defaults: dict[str, Any], choices: dict[str, tuple],
+                      ranges: dict[str, tuple]) -> dict[str, Any]:
+    """{key: default} for each value that its widget could not have produced: not among the
+    `choices`, outside the `ranges` (or not a number there), or not of the default's type.
+    What a page applies before drawing, so that a tampered message never reaches its code."""
+    fixes = {}
+    for key, default in defaults.items():
+        value = values.get(key)
+        if key in choices:
+            ok = any(value is choice or type(value) is type(choice) and value == choice for choice in choices[key])
+        elif key in ranges:
+            low, high = ranges[key]
+            ok = (type(value) is type(low) or isinstance(low, float) and type(value) is int) \
+                and math.isfinite(value) and low <= value <= high
+        else:
+            ok = type(value) is type(default)
+        if not ok:
+            fixes[key] = default
+    return fixes
 
 
 def settings_for_widgets(settings: dict[str, Any], known: set[str]) -> dict[str, Any]:

@@ -42,3 +42,17 @@ def draw_strokes(size: int = 64) -> Image.Image:
 @pytest.fixture
 def strokes() -> Image.Image:
     return draw_strokes()
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid PNG header declaring width x height pixels, with a few bytes of image data: PIL
+    refuses it as a decompression bomb on open, as it would a real one (no GB written to disk)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))

@@ -359,3 +359,64 @@ def test_a_broken_server_config_file_is_reported(monkeypatch, tmp_path):
     at = open_app()
     no_exception(at)
     assert "'model'" in texts(at.error) and "must be a str" in texts(at.error)
+
+
+def test_a_decompression_bomb_upload_is_one_line_and_keeps_prompt_settings_and_drawing():
+    from conftest import bomb_png
+
+    at = open_app(painting(), prompt=PROMPT, background="photo", steps=7, method="sdedit")
+    at.selectbox(key="word-#2f6fd0").set_value("lake").run()
+    at.file_uploader(key="upload").upload("huge.png", bomb_png(30000, 30000), "image/png").run()
+    no_exception(at)
+    assert texts(at.error) == "the uploaded photo has far more pixels than the 16 MP limit; resize it first"
+    assert at.text_area(key="prompt").value == PROMPT and at.number_input(key="steps").value == 7
+    assert at.radio(key="method").value == "sdedit" and at.selectbox(key="word-#2f6fd0").value == "lake"
+    assert len([s for s in at.selectbox if s.key.startswith("word-")]) == 2  # the drawing is still there
+    assert at.session_state[CANVAS]["drawing"]["data"]
+
+
+@pytest.mark.parametrize("always", [False, True], ids=["once", "every run"])
+def test_an_unexpected_page_error_is_one_line_and_loses_nothing(monkeypatch, always):
+    from gradop import serving
+
+    at = open_app(painting(), prompt=PROMPT, steps=9)
+    at.selectbox(key="word-#2f6fd0").set_value("lake").run()
+    real_prompt_words, failures = serving.prompt_words, []
+
+    def broken(prompt):
+        if always or not failures:
+            failures.append(prompt)
+            raise RuntimeError("/srv/gradop/internal/path.py broke")
+        return real_prompt_words(prompt)
+
+    monkeypatch.setattr(serving, "prompt_words", broken)
+    at.run()
+    no_exception(at)
+    assert "Something went wrong on this page (RuntimeError)" in texts(at.error)
+    assert "/srv" not in texts(at.error)  # no server paths
+    if always:
+        at.run()  # a rerun after a failed one brings back what that run did not draw
+        monkeypatch.setattr(serving, "prompt_words", real_prompt_words)
+        at.run()
+    no_exception(at)
+    assert at.text_area(key="prompt").value == PROMPT and at.number_input(key="steps").value == 9
+    assert at.selectbox(key="word-#2f6fd0").value == "lake"
+
+
+
+def test_a_missing_model_folder_is_reported_without_the_server_path(monkeypatch):
+    monkeypatch.setenv("GRADOP_MODEL", "/srv/models/missing-model")
+    at = open_app()
+    no_exception(at)
+    error = texts(at.sidebar.error)
+    assert "'missing-model' does not exist" in error and "/srv" not in error
+    assert at.button(key="generate").disabled
+
+
+def test_white_paint_on_the_white_canvas_counts_as_empty(fake_generate):
+    white = Image.new("RGBA", (512, 512), (0, 0, 0, 0))
+    ImageDraw.Draw(white).rectangle((40, 40, 400, 400), fill=(255, 255, 255, 255))
+    at = open_app(white, prompt=PROMPT)
+    at.button(key="generate").click().run()
+    no_exception(at)
+    assert "The canvas is empty" in texts(at.warning) and not fake_generate

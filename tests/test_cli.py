@@ -102,8 +102,8 @@ def test_region_flags_and_spec_file_are_merged(tmp_path):
     spec.write_text(json.dumps({"#112233": "lake", "#445566": {"word": "tree", "occurrence": 1}}))
     merged = parse_region_flags(["#112233=river", "#abcdef = hut"], spec)
     assert merged == {"#112233": "river", "#445566": {"word": "tree", "occurrence": 1}, "#abcdef": "hut"}
-    spec.write_text("{not json")
-    with pytest.raises(ValueError, match="could not read region spec"):
+    spec.write_text("{not json")  # the library's one spec parser reads it, and names the file
+    with pytest.raises(ValueError, match="spec.json is not valid JSON"):
         parse_region_flags([], spec)
 
 
@@ -122,7 +122,7 @@ def test_regions_listing_and_region_flags(tiny_model_dir, stroke_file, tmp_path,
     assert code == 0, capsys.readouterr().err
     assert [r["word"] for r in read_params(out)["regions"]] == ["lake", "hut"]
     assert Image.open(maps).size[0] > 0
-    code = main(["generate", "--strokes", str(stroke_file), "--prompt", "a lake", "--out", str(out),
+    code = main(["generate", "--strokes", str(stroke_file), "--prompt", "a lake", "--out", str(tmp_path / "r2.png"),
                  "--model", str(tiny_model_dir), "--region", "#00ff00=lake"])
     assert code == 2 and "no region has colour #00ff00" in capsys.readouterr().err
 
@@ -132,3 +132,124 @@ def test_without_a_model_the_embedded_demo_model_is_used_offline(stroke_file, tm
     assert main(["generate", "--strokes", str(stroke_file), "--prompt", "a red hut beside a lake", "--out", str(out),
                  "--steps", "3", "--grad-steps", "1", "--seed", "0"]) == 0
     assert read_params(out)["model"] == "gradop-demo" and Image.open(out).size == (64, 64)
+
+
+# ----------------------------------------------------------------------------- nothing the user made is lost
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_existing_outputs_are_replaced_only_with_force(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "t.png"
+    args = ["generate", "--method", "text", "--prompt", "a tree", "--out", out, "--model", tiny_model_dir,
+            "--steps", "2"]
+    assert run(args + ["--seed", "1"], capsys)[0] == 0
+    first = out.read_bytes()
+    code, err = run(args + ["--seed", "2"], capsys)
+    assert code == 2 and "already exists; pass --force" in err and out.read_bytes() == first
+    assert run(args + ["--seed", "2", "--force"], capsys)[0] == 0
+    assert read_params(out)["seed"] == 2 and out.read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.png"]  # no probe or partial files left
+
+
+def test_compare_keeps_the_methods_that_finished_when_a_later_one_fails(tiny_model_dir, stroke_file, tmp_path,
+                                                                        capsys, monkeypatch):
+    import torch
+
+    from gradop.pipeline import GradopPipeline
+
+    real_generate = GradopPipeline.generate
+
+    def out_of_memory_in_gradop(self, method, *args, **kwargs):
+        if method == "gradop":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_generate(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(GradopPipeline, "generate", out_of_memory_in_gradop)
+    out, maps = tmp_path / "cmp.png", tmp_path / "maps" / "attention.png"
+    code, err = run(["generate", "--strokes", stroke_file, "--prompt", "a lake", "--out", out, "--compare",
+                     "--model", tiny_model_dir, "--steps", "3", "--seed", "4", "--attention-maps", maps], capsys)
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("gradop: error: out of memory") and "already saved:" in line
+    for name in ("cmp_text.png", "cmp_sdedit.png"):
+        assert name in line and read_params(tmp_path / name)["seed"] == 4
+    assert read_params(maps)["attention_maps"] == ["text", "sdedit"]  # the maps of the finished methods
+    assert not (tmp_path / "cmp_gradop.png").exists() and not out.exists()
+
+
+def test_ctrl_c_says_what_was_kept(tiny_model_dir, stroke_file, tmp_path, capsys, monkeypatch):
+    from gradop.pipeline import GradopPipeline
+
+    real_generate = GradopPipeline.generate
+
+    def interrupted_in_sdedit(self, method, *args, **kwargs):
+        if method == "sdedit":
+            raise KeyboardInterrupt
+        return real_generate(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(GradopPipeline, "generate", interrupted_in_sdedit)
+    code, err = run(["generate", "--strokes", stroke_file, "--prompt", "a lake", "--out", tmp_path / "c.png",
+                     "--compare", "--model", tiny_model_dir, "--steps", "2"], capsys)
+    assert code == 130 and "gradop: cancelled (already saved:" in err and "c_text.png" in err
+    assert (tmp_path / "c_text.png").exists()
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(tiny_model_dir, stroke_file, tmp_path,
+                                                                           capsys, monkeypatch):
+    from gradop.pipeline import GradopPipeline
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("shapes [2, 4] and [3] do not match\nmore details")
+
+    log = tmp_path / "logs" / "errors.log"
+    monkeypatch.setenv("GRADOP_LOG", str(log))
+    monkeypatch.setattr(GradopPipeline, "generate", broken)
+    code, err = run(["generate", "--strokes", stroke_file, "--prompt", "a lake", "--out", tmp_path / "o.png",
+                     "--model", tiny_model_dir], capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and len([l for l in lines if l.startswith("gradop:")]) == 1 and "Traceback" not in err
+    assert "unexpected error (RuntimeError: shapes [2, 4] and [3] do not match)" in lines[-1]
+    assert str(log) in lines[-1]
+    recorded = log.read_text()
+    assert "Traceback" in recorded and "more details" in recorded and "generate --strokes" in recorded
+
+
+def test_an_image_that_cannot_be_written_is_saved_elsewhere(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    from gradop import outputs
+
+    out, spare = tmp_path / "full-disk" / "t.png", tmp_path / "tmp"
+    spare.mkdir()
+    real_save = outputs.save_png
+
+    def disk_full(image, path, params):
+        if path == out:
+            raise OSError(28, "No space left on device")
+        return real_save(image, path, params)
+
+    monkeypatch.setattr(outputs, "save_png", disk_full)
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    code, err = run(["generate", "--method", "text", "--prompt", "a tree", "--out", out, "--model", tiny_model_dir,
+                     "--steps", "2", "--seed", "5"], capsys)
+    rescued = list(spare.glob("gradop-*-t.png"))
+    assert code == 1 and len(rescued) == 1 and read_params(rescued[0])["seed"] == 5
+    assert f"could not write '{out}' (No space left on device); saved it as '{rescued[0]}'" in err
+
+
+def test_a_large_scribble_on_the_small_demo_model_is_made_at_its_native_size(tmp_path, capsys):
+    from conftest import draw_strokes
+
+    strokes = tmp_path / "big.png"
+    draw_strokes(128).save(strokes)
+    out = tmp_path / "demo.png"
+    code, err = run(["generate", "--strokes", strokes, "--prompt", "a red hut beside a lake", "--out", out,
+                     "--steps", "2", "--grad-steps", "1", "--seed", "0"], capsys)
+    assert code == 0, err
+    assert Image.open(out).size == (64, 64) and read_params(out)["height"] == 64
+    assert "gradop: note: 'gradop-demo' is a small model made for 64 px: generating 64x64 from the 128x128" in err

@@ -4,10 +4,10 @@ Playwright, the mouse painting on the real canvas, two browser contexts generati
 Needs `apt-get install -y chromium` and `pip install playwright` (never `playwright install`:
 the system Chromium is used). Skipped when either is missing on a developer's machine; in CI
 (CI=true) or with GRADOP_REQUIRE_BROWSER=1 a missing browser is a failure.
-Screenshots of the final pages go to test-artifacts/ (and a small one to docs/app.png).
+Screenshots and the drawn scribble go to test-artifacts/ only (tests never write tracked files);
+`python docs/refresh_images.py` copies them to docs/ when the README's pictures should change.
 """
 
-import io
 import json
 import os
 import re
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import bomb_png
 from gradop.cli import main
 from gradop.metadata import read_params
 
@@ -31,7 +32,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WATER, RED = "#2f6fd0", "#d83a3a"
-OTHER_MODEL = "/srv/models/not-here"  # allow-listed by the operator; the sidebar shows only its name
+OTHER_MODEL = "/srv/models/not-here"
+BACKGROUNDS_PHOTO = "Photo (edit a real image)"  # the background radio's label in app.py  # allow-listed by the operator; the sidebar shows only its name
 TIMEOUT_MS = 180_000  # a generation on a busy 2-core machine; never a timing assertion
 
 if os.environ.get("GRADOP_REQUIRE_BROWSER") != "1" and os.environ.get("CI", "").lower() not in ("1", "true"):
@@ -224,7 +226,6 @@ def test_paint_assign_generate_and_download_in_two_tabs_at_once(server, browser,
             assert [r["word"] for r in params["regions"]] == ["lake"]  # the assignment reached the library
         for page, name in zip(pages, ("app-final.png", "app-second-tab.png")):
             screenshot_whole_page(page, ARTIFACTS / name)
-        save_readme_screenshot(ARTIFACTS / "app-final.png", ROOT / "docs" / "app.png")
     except BaseException:
         for i, page in enumerate(pages):  # what the page showed when the test failed
             screenshot_whole_page(page, ARTIFACTS / f"failure-tab{i + 1}.png")
@@ -244,11 +245,43 @@ def screenshot_whole_page(page: Page, path: Path) -> None:
     page.screenshot(path=path)
 
 
-def save_readme_screenshot(source: Path, target: Path, width: int = 1100) -> None:
-    """A small copy of the final page for the README (scaled, 256 colours)."""
-    image = Image.open(source).convert("RGB")
-    image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
-    target.parent.mkdir(exist_ok=True)
-    buffer = io.BytesIO()
-    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG", optimize=True)
-    target.write_bytes(buffer.getvalue())
+def painted_pixels(page: Page) -> int:
+    """How many pixels of the visible canvas are not white (the strokes the user sees)."""
+    shot = ARTIFACTS / "canvas-now.png"
+    page.locator("canvas.dc-canvas.lower-canvas").screenshot(path=shot)
+    image = Image.open(shot).convert("L")
+    return sum(count for level, count in enumerate(image.histogram()) if level < 200)
+
+
+def test_a_failing_upload_keeps_prompt_settings_and_drawing(server, browser):
+    """A photo PIL refuses (a decompression bomb: 30000x30000 pixels declared in a few bytes)
+    gives one line; the prompt, the settings, the region word and the strokes on the canvas stay."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1600, "height": 1100})
+    page = context.new_page()
+    prompt = "a red hut beside a blue lake"
+    try:
+        page.goto(server)
+        paint_and_describe(page, prompt)
+        before = painted_pixels(page)
+        assert before > 500, before
+        page.get_by_text(BACKGROUNDS_PHOTO).click()
+        wait_idle(page)
+        page.locator("input[type=file]").set_input_files(
+            files=[{"name": "huge.png", "mimeType": "image/png", "buffer": bomb_png(30000, 30000)}])
+        error = page.locator("[data-testid='stAlertContentError']")
+        expect(error).to_have_text("the uploaded photo has far more pixels than the 16 MP limit; resize it first",
+                                   timeout=60_000)
+        wait_idle(page)
+        expect(page.locator("[data-testid='stException']")).to_have_count(0)  # no traceback, no server paths
+        expect(page.get_by_label("Prompt", exact=True)).to_have_value(prompt)
+        expect(page.get_by_label("Steps", exact=True)).to_have_value("2")
+        expect(page.get_by_text("1 of 2 regions have a word")).to_be_visible()
+        assert painted_pixels(page) > 0.8 * before  # the canvas still shows the strokes
+        expect(page.get_by_role("button", name="Generate", exact=True)).to_be_enabled()
+        screenshot_whole_page(page, ARTIFACTS / "app-failed-upload.png")
+    except BaseException:
+        screenshot_whole_page(page, ARTIFACTS / "failure-upload.png")
+        raise
+    finally:
+        context.close()

@@ -290,11 +290,13 @@ def test_cli_background_edits_by_default_reimagine_and_mask(tiny_model_dir, tmp_
     outside = edit.alpha.numpy() == 0
     assert np.array_equal(np.asarray(Image.open(out).convert("RGB"))[outside], np.asarray(edit.background)[outside])
     assert read_params(out)["mode"] == "edit"
-    assert main(["generate", "--strokes", str(strokes_path), "--out", str(out), "--reimagine"] + common) == 0
-    assert read_params(out)["mode"] == "reimagine"
-    assert main(["generate", "--out", str(out), "--mask", str(mask_path)] + common) == 2  # an all-black mask
+    whole = tmp_path / "whole.png"
+    assert main(["generate", "--strokes", str(strokes_path), "--out", str(whole), "--reimagine"] + common) == 0
+    assert read_params(whole)["mode"] == "reimagine"
+    capsys.readouterr()
+    assert main(["generate", "--out", str(tmp_path / "m.png"), "--mask", str(mask_path)] + common) == 2  # all black
     assert "nothing is painted" in capsys.readouterr().err
-    assert main(["generate", "--strokes", str(strokes_path), "--out", str(out), "--prompt", PROMPT,
+    assert main(["generate", "--strokes", str(strokes_path), "--out", str(tmp_path / "n.png"), "--prompt", PROMPT,
                  "--mask", str(mask_path)]) == 2
     assert "need --background" in capsys.readouterr().err
 

@@ -1,6 +1,7 @@
 """gradop.jobs: generation jobs on worker threads, estimates, messages and history."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -33,8 +34,9 @@ def test_user_messages_are_one_line():
     assert jobs.user_message(ValueError("the prompt is empty\ndetails")) == "the prompt is empty"
     assert jobs.user_message(ModelLoadError("model 'x' is not in the cache")) == "model 'x' is not in the cache"
     assert jobs.user_message(GenerationCancelled()) == "Generation cancelled."
-    unexpected = jobs.user_message(KeyError("vae"))
-    assert unexpected.startswith("Generation failed (KeyError") and "\n" not in unexpected
+    unexpected = jobs.user_message(FileNotFoundError(2, "No such file", "/srv/gradop/cache/x.bin"))
+    assert unexpected.startswith("Generation failed (FileNotFoundError)") and "\n" not in unexpected
+    assert "/srv" not in unexpected  # no server paths on the page
 
 
 def test_cpu_estimate_grows_with_work_and_learns(tiny_pipe, monkeypatch):
@@ -127,3 +129,53 @@ def test_two_jobs_on_one_pipeline_at_once_give_their_own_images(tiny_pipe):
     for job, image in zip(jobs, expected):
         assert job.wait(120) and job.status == "done", job.message
         assert np.array_equal(np.asarray(job.outputs[0].image), image)
+
+
+class LockedPipeline(FakePipeline):
+    """One model for every tab: generate() holds a lock, like GradopPipeline, and sleeps per step."""
+
+    def __init__(self, steps, step_seconds=0.005):
+        super().__init__(steps=steps)
+        self.lock, self.step_seconds = threading.Lock(), step_seconds
+
+    def generate(self, *args, callback=None, **kwargs):
+        with self.lock:
+            def slow(progress):
+                time.sleep(self.step_seconds)
+                callback(progress)
+
+            return super().generate(*args, callback=slow, **kwargs)
+
+
+def test_a_job_whose_tab_closed_is_cancelled_and_frees_the_model_for_other_tabs():
+    pipeline = LockedPipeline(steps=100_000)  # ~10 minutes unless cancelled
+    tab_open = threading.Event()
+    tab_open.set()
+    orphan = GenerationJob(pipeline, [Run("A", "text", {"prompt": "p"})], alive=tab_open.is_set,
+                           orphan_grace=0.2).start()
+    while orphan.status != "running":
+        time.sleep(0.01)
+    other = GenerationJob(LockedPipelineView(pipeline, steps=3), [Run("B", "text", {"prompt": "q"})],
+                          alive=lambda: True).start()
+    assert other.status == "waiting"  # behind the orphan, for the model
+    tab_open.clear()  # the tab is closed
+    assert orphan.wait(60) and orphan.status == "cancelled" and orphan.abandoned
+    assert orphan.message == jobs.ABANDONED and not orphan.outputs
+    assert other.wait(60) and other.status == "done" and len(other.outputs) == 1
+
+
+class LockedPipelineView(LockedPipeline):
+    """Another tab's view of the same model: shares its lock, has its own step count."""
+
+    def __init__(self, shared: LockedPipeline, steps: int):
+        super().__init__(steps=steps)
+        self.lock = shared.lock
+
+
+def test_a_short_disconnect_does_not_cancel_the_job():
+    pipeline = LockedPipeline(steps=40, step_seconds=0.01)
+    answers = iter([True] * 5 + [False] * 5)  # the connection drops for five steps, then returns
+
+    job = GenerationJob(pipeline, [Run("A", "text", {"prompt": "p"})], alive=lambda: next(answers, True),
+                        orphan_grace=30).start()
+    assert job.wait(60) and job.status == "done" and not job.abandoned

@@ -241,3 +241,39 @@ def test_missing_region_word_is_an_error_or_appended(tiny_pipe, strokes):
     result = tiny_pipe.generate("text", "a photo of a fox", strokes, regions={"#285adc": "lake"}, steps=2, seed=0,
                                 append_missing_words=True)
     assert result.params["prompt"] == "a photo of a fox, lake"
+
+
+def test_blank_canvas_is_an_error_for_guided_methods(tiny_pipe):
+    from PIL import Image
+
+    white, clear = Image.new("RGB", (64, 64), "white"), Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    for method in ("gradop+", "gradop", "sdedit"):
+        for blank in (white, clear):
+            with pytest.raises(ValueError, match="blank"):
+                tiny_pipe.generate(method, PROMPT, blank, steps=2, seed=0)
+    photo = Image.new("RGB", (64, 64), (90, 140, 60))  # transparent strokes over a photo: the photo is the target
+    assert len(tiny_pipe.sdedit(PROMPT, clear, background=photo, steps=2, seed=0).images) == 1
+    assert len(tiny_pipe.text2img(PROMPT, white, steps=2, seed=0).images) == 1  # text ignores the canvas
+
+
+def test_regions_come_from_the_strokes_not_the_background_photo(tiny_pipe):
+    from PIL import Image
+
+    strokes = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    strokes.paste((200, 50, 40, 255), (40, 40, 56, 56))  # a 16x16 red square
+    photo = Image.new("RGB", (64, 64), (60, 150, 70))
+    photo.paste((200, 50, 40), (0, 0, 30, 64))  # the photo's own red half must not become the region
+    result = tiny_pipe.sdedit(PROMPT, strokes, background=photo, regions={"#c83228": "fox"}, steps=2, seed=0)
+    (region,) = result.params["regions"]
+    assert region["word"] == "fox" and abs(region["area"] - 16 * 16) <= 16
+
+
+def test_median_palette_through_the_whole_pipeline(tiny_pipe, strokes):
+    median = tiny_pipe.gradop_plus(PROMPT, strokes, steps=6, painting="median-palette", seed=0)
+    blur = tiny_pipe.gradop_plus(PROMPT, strokes, steps=6, seed=0)
+    text_only = tiny_pipe.text2img(PROMPT, steps=6, seed=0)
+    assert median.params["painting"] == "median-palette" and not np.array_equal(pixels(median), pixels(blur))
+    assert median.losses[-1] < median.losses[0]
+    assert blurred_l2(median.images[0], strokes) < blurred_l2(text_only.images[0], strokes)
+    two_pass = tiny_pipe.gradop(PROMPT, strokes, steps=4, opt_steps=5, painting="median-palette", seed=0)
+    assert two_pass.params["painting"] == "median-palette" and len(two_pass.losses) == 5

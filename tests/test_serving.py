@@ -154,3 +154,18 @@ def test_settings_for_widgets_keeps_known_keys_only():
 def test_the_app_serves_the_embedded_demo_model_without_a_noise_banner():
     config = serving.resolve_config([], {})
     assert config.model == "gradop-demo" and config.model not in serving.TEST_MODELS
+
+
+def test_repaired_settings_replace_what_no_widget_can_produce():
+    defaults = dict(canvas_size=512, style=None, steps=50, guidance=7.5, prompt="", random_seed=True)
+    choices = dict(canvas_size=(256, 512, 768), style=("photo", None))
+    ranges = dict(steps=(1, 200), guidance=(0.0, 30.0))
+    good = dict(canvas_size=768, style="photo", steps=200, guidance=3, prompt="a fox", random_seed=False)
+    assert serving.repaired_settings(good, defaults, choices, ranges) == {}
+    assert serving.repaired_settings(good | {"style": None}, defaults, choices, ranges) == {}
+    tampered = [("canvas_size", "512"), ("canvas_size", 512.0), ("canvas_size", 10**9), ("canvas_size", None),
+                ("style", "../etc"), ("steps", "ten"), ("steps", True), ("steps", 10**6), ("steps", 2.5),
+                ("guidance", float("nan")), ("guidance", -1.0), ("prompt", None), ("prompt", ["a"]),
+                ("random_seed", "yes")]
+    for key, value in tampered:
+        assert serving.repaired_settings(good | {key: value}, defaults, choices, ranges) == {key: defaults[key]}, key

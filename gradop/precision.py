@@ -1,0 +1,105 @@
+"""Correct painting-loss gradients when the VAE runs in fp16 or bf16, and the decoder's
+memory switches during the optimisation.
+
+The loss is a mean over every pixel value (786k at 512 px), so its gradient per pixel is about
+1e-6: below fp16's smallest normal number (6e-5), and bf16 keeps only 8 bits of it. Modes:
+- "native": decode and backpropagate in the VAE's own dtype (right for fp32 only);
+- "scaled": multiply the loss by the number of pixel values before the backward pass (the
+  mean's gradient becomes a sum's, O(1) per pixel), divide the latent gradient in fp32;
+  halve the scale and retry on overflow. Fixes fp16's underflow; bf16's rounding remains;
+- "fp32": run the decoder in fp32 while optimising (weights cast for the optimisation and cast
+  back, bit-exactly, afterwards; costs fp32 activations and ~200 MB of weights on SD);
+- "auto": native for fp32, the mode bench/bench_guidance_precision.py measured as correct for
+  fp16 and bf16 (see AUTO).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+
+PRECISION_MODES = ("auto", "fp32", "scaled", "native")
+# Chosen from bench/bench_guidance_precision.py (cosine to the fp32 gradient, SD-size decoder).
+AUTO = {torch.float32: "native", torch.float16: "scaled", torch.bfloat16: "fp32"}
+
+
+def resolve_precision(mode: str, dtype: torch.dtype) -> str:
+    if mode not in PRECISION_MODES:
+        raise ValueError(f"unknown guidance precision '{mode}'; choose one of {', '.join(PRECISION_MODES)}")
+    if mode == "auto":
+        return AUTO.get(dtype, "fp32")
+    return "native" if dtype == torch.float32 else mode
+
+
+def decoder_modules(vae) -> list[torch.nn.Module]:
+    return [m for m in (getattr(vae, "post_quant_conv", None), vae.decoder) if m is not None]
+
+
+def decoder_dtype(vae) -> torch.dtype:
+    return next(vae.decoder.parameters()).dtype
+
+
+@contextlib.contextmanager
+def decoder_in_fp32(vae):
+    """The VAE's decoder in fp32 inside the block, back in its own dtype afterwards (exact: every
+    fp16/bf16 value is an fp32 value)."""
+    dtype = decoder_dtype(vae)
+    if dtype == torch.float32:
+        yield
+        return
+    for module in decoder_modules(vae):
+        module.to(torch.float32)
+    try:
+        yield
+    finally:
+        for module in decoder_modules(vae):
+            module.to(dtype)
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(vae, enabled: bool):
+    """diffusers' VAE gradient checkpointing inside the block (recompute activations in the
+    backward pass instead of keeping them), restored afterwards."""
+    before = vae.is_gradient_checkpointing if hasattr(vae, "is_gradient_checkpointing") else False
+    if not enabled or before or not getattr(vae, "_supports_gradient_checkpointing", False):
+        yield
+        return
+    vae.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        vae.disable_gradient_checkpointing()
+
+
+class GuidanceDecode:
+    """A decode function (scaled latents -> images in [0, 1]) with the precision and memory
+    handling the optimisation loop needs: `loss_scale` ("dynamic" or None) and `prepared()`, a
+    context that optimize_latents holds around its loop."""
+
+    def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], vae, precision: str = "auto",
+                 checkpointing: bool = False):
+        self.decode, self.vae, self.checkpointing = decode, vae, checkpointing
+        self.mode = resolve_precision(precision, decoder_dtype(vae))
+        self.loss_scale = "dynamic" if self.mode == "scaled" else None
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode(latents)
+
+    @contextlib.contextmanager
+    def prepared(self):
+        upcast = decoder_in_fp32(self.vae) if self.mode == "fp32" else contextlib.nullcontext()
+        with upcast, gradient_checkpointing(self.vae, self.checkpointing):
+            yield
+
+
+def guidance_decode(vae, precision: str = "auto", checkpointing: bool = False) -> GuidanceDecode:
+    """The full VAE decoder as a GuidanceDecode (what bench/ and tests use without a pipeline)."""
+    return GuidanceDecode(lambda latents: vae_decode(vae, latents), vae, precision, checkpointing)
+
+
+def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents -> images in [0, 1] (float32), differentiable, in the decoder's current dtype."""
+    images = vae.decode(latents.to(decoder_dtype(vae)) / vae.config.scaling_factor, return_dict=False)[0]
+    return ((images.float() + 1) / 2).clamp(0, 1)

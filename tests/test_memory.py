@@ -1,0 +1,37 @@
+"""Memory options: chunked guidance, VAE gradient checkpointing, VAE slicing/tiling and model
+CPU offload leave the images as they were (peak memory is measured in bench/bench_memory.py)."""
+
+import numpy as np
+import pytest
+from conftest import draw_strokes
+
+from gradop.pipeline import GradopPipeline
+
+PROMPT = "a photo of a fox beside a tree"
+
+
+def pixels(result):
+    return np.stack([np.asarray(image, dtype=np.int16) for image in result.images])
+
+
+def test_chunked_guidance_and_checkpointing_give_the_same_images(tiny_pipe, strokes):
+    common = dict(steps=4, grad_steps=3, num_images=2, seed=0)
+    whole = tiny_pipe.gradop_plus(PROMPT, strokes, guidance_batch=2, **common)
+    per_image = tiny_pipe.gradop_plus(PROMPT, strokes, guidance_batch=1, **common)
+    checkpointed = tiny_pipe.gradop_plus(PROMPT, strokes, guidance_checkpointing=True, **common)
+    assert np.abs(pixels(whole) - pixels(per_image)).max() <= 1  # float summation order only
+    assert np.array_equal(pixels(per_image), pixels(checkpointed))
+    assert whole.losses == pytest.approx(per_image.losses, rel=1e-5)
+    assert not tiny_pipe.vae.is_gradient_checkpointing  # switched on for the call only
+    assert "guidance_batch" not in whole.params and "guidance_checkpointing" not in whole.params
+
+
+def test_load_time_memory_options_keep_generation_working(tiny_pipe, strokes):
+    saving = GradopPipeline.from_pretrained("tiny-random", device="cpu", vae_slicing=True, vae_tiling=True,
+                                            cpu_offload=True)
+    assert saving.vae.use_slicing and saving.vae.use_tiling
+    assert hasattr(saving.unet, "_hf_hook")  # accelerate's offload hook (a no-op move on a CPU-only machine)
+    for method in ("gradop+", "sdedit"):
+        ours = saving.generate(method, PROMPT, draw_strokes(), steps=3, grad_steps=2, num_images=2, seed=1)
+        plain = tiny_pipe.generate(method, PROMPT, draw_strokes(), steps=3, grad_steps=2, num_images=2, seed=1)
+        assert np.abs(pixels(ours) - pixels(plain)).max() <= 1, method

@@ -1,0 +1,84 @@
+"""Painting-loss gradients through an fp16/bf16 decoder match fp32 (gradop.precision).
+
+The decoder has Stable Diffusion's VAE structure (4 up blocks, 2 resnets each + 1, attention in
+the middle, 8x upsampling) at the full 512/768 px image size with few channels: fp16's
+underflow comes from the number of pixel values in the loss's mean, not from the width, and
+the full width would need ~15 GiB here (bench/bench_guidance_precision.py measures it).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+
+from gradop.optimize import latent_gradient
+from gradop.painting import make_painting_fn
+from gradop.precision import decoder_dtype, guidance_decode, resolve_precision
+
+
+def narrow_sd_vae(dtype):
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=(4, 8, 16, 16), layers_per_block=2, latent_channels=4, norm_num_groups=4,
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         ).eval().requires_grad_(False).to(dtype)
+
+
+def strokes_target(size):
+    target = torch.ones(1, 3, size, size)
+    target[:, :, size // 8 : size // 2, size // 8 : size // 2] = torch.tensor([0.15, 0.35, 0.85]).view(1, 3, 1, 1)
+    target[:, :, size // 2 :, size // 2 :] = torch.tensor([0.8, 0.2, 0.15]).view(1, 3, 1, 1)
+    return target
+
+
+def gradient(vae, precision, size, latents):
+    decode = guidance_decode(vae, precision)
+    with decode.prepared():
+        return latent_gradient(latents, decode, strokes_target(size), make_painting_fn("blur", size, size),
+                               loss_scale=decode.loss_scale)[1]
+
+
+def cosine(a, b):
+    return F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0).item()
+
+
+@pytest.fixture(scope="module", params=[512, 768])
+def case(request):
+    size = request.param
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    return size, latents, gradient(narrow_sd_vae(torch.float32), "native", size, latents)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_auto_precision_gradient_matches_fp32(case, dtype):
+    size, latents, reference = case
+    vae = narrow_sd_vae(dtype)
+    grad = gradient(vae, "auto", size, latents)
+    assert cosine(grad, reference) >= 0.99, (size, dtype)
+    assert (grad == 0).float().mean() < 0.01
+    assert decoder_dtype(vae) == dtype  # the fp32 mode gives the decoder back in its own dtype
+
+
+def test_native_fp16_gradient_underflows_at_768(case):
+    # What the auto mode fixes: without it the fp16 gradient loses its direction.
+    size, latents, reference = case
+    if size != 768:
+        pytest.skip("the sharper case is enough to show the test can fail")
+    assert cosine(gradient(narrow_sd_vae(torch.float16), "native", size, latents), reference) < 0.99
+
+
+def test_fp32_mode_casts_the_decoder_for_the_optimisation_only():
+    vae = narrow_sd_vae(torch.bfloat16)
+    decode = guidance_decode(vae, "fp32")
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with decode.prepared():
+        assert decoder_dtype(vae) == torch.float32 and next(vae.encoder.parameters()).dtype == torch.bfloat16
+    assert all(torch.equal(v, vae.state_dict()[k]) and v.dtype == vae.state_dict()[k].dtype for k, v in before.items())
+
+
+def test_precision_modes_resolve_per_dtype():
+    assert resolve_precision("auto", torch.float32) == "native"
+    assert resolve_precision("auto", torch.float16) == "scaled"
+    assert resolve_precision("fp32", torch.float32) == "native"  # nothing to do in fp32
+    assert resolve_precision("scaled", torch.bfloat16) == "scaled"
+    with pytest.raises(ValueError, match="unknown guidance precision"):
+        resolve_precision("fp8", torch.float16)
