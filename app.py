@@ -35,6 +35,7 @@ import streamlit as st
 from PIL import Image
 
 from gradop import jobs, serving
+from gradop.editing import painted_area
 from gradop.images import is_blank, load_image, to_rgb
 from gradop.painting import PAINTING_FUNCTIONS
 
@@ -57,7 +58,7 @@ DEFAULTS = dict(
     prompt="", negative_prompt="", style=None, method="gradop+", seed=0, random_seed=True,
     steps=50, guidance_scale=7.5, strength=0.8, iterations=3, grad_steps=12, opt_steps=50,
     painting="blur", region_strength=0.5, num_images=1, brush_color="#2f6fd0",
-    brush_size=24, tool="freedraw", canvas_size=512, background="blank",
+    brush_size=24, tool="freedraw", canvas_size=512, background="blank", edit_mode=True,
 )
 SETTINGS = [k for k in DEFAULTS if k not in ("brush_color", "brush_size", "tool", "background")]
 # What each widget accepts: a value from outside (a tampered message, an old history entry) is
@@ -175,6 +176,10 @@ def canvas_section():
                          format_func=lambda s: f"{s} px", help="Generation size for real models (512 is SD's).")
     st.radio("Background", list(BACKGROUNDS), format_func=BACKGROUNDS.get, key="background", horizontal=True,
              help="Blank canvas, a photo to edit, or the last result to keep painting on it.")
+    if st.session_state.background != "blank":
+        st.toggle("Change only what I paint", key="edit_mode",
+                  help="On: every pixel you do not paint stays as it is (an edit). Off: re-imagine the whole "
+                       "image from your strokes over it.")
     side = st.session_state.canvas_side
     background = canvas_background(side)
     color = st.session_state.brush_color
@@ -287,10 +292,14 @@ def generation_runs(pipeline, strokes, background, side, regions, assigned, seed
                   region_strength=float(s.region_strength))
     if strokes is None and background is not None:  # a photo alone is the target
         strokes = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    edit = background is not None and bool(s.edit_mode)
     guided = dict(strokes=strokes, background=background, strength=float(s.strength), painting=s.painting,
                   iterations=int(s.iterations), grad_steps=int(s.grad_steps), opt_steps=int(s.opt_steps))
+    if background is not None:
+        guided["edit"] = edit
+    text = dict(strokes=strokes, background=background, edit=True) if edit else {}  # text-only fills the painted area
     methods = ["gradop+", "gradop", "sdedit", "text"] if s.method == "compare" else [s.method]
-    return [jobs.Run(METHOD_LABELS[m], m, common | (guided if m != "text" else {})) for m in methods]
+    return [jobs.Run(METHOD_LABELS[m], m, common | (guided if m != "text" else text)) for m in methods]
 
 
 def check_inputs(strokes, background, assigned) -> str | None:
@@ -301,6 +310,9 @@ def check_inputs(strokes, background, assigned) -> str | None:
     if s.method != "text" and blank and background is None:
         return ("The canvas is empty: paint some strokes (or choose a photo background) to guide the image, "
                 "or choose Text only.")
+    if background is not None and s.edit_mode and (strokes is None or not painted_area(strokes).any()):
+        return ("Nothing is painted: paint over the part of the picture to change, or switch off "
+                "“Change only what I paint” to re-imagine the whole image.")
     missing = serving.missing_words(s.prompt, assigned.values())
     if missing:
         return f"Region words not in the prompt: {', '.join(missing)}. Add them to the prompt or clear them."

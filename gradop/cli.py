@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-images", type=int, default=1, help="images per run (default 1)")
     gen.add_argument("--height", type=int, help="output height, multiple of 8 (default: strokes or model size)")
     gen.add_argument("--width", type=int, help="output width, multiple of 8 (default: strokes or model size)")
-    gen.add_argument("--background", type=Path, help="photo under transparent strokes (real-image editing)")
+    gen.add_argument("--background", type=Path,
+                     help="photo (or earlier result) the strokes are painted over: only the painted area changes "
+                          "(transparent pixels of RGBA strokes, white ones of RGB strokes, are unpainted)")
+    gen.add_argument("--mask", type=Path, help="with --background: what to change (white = change), instead of the strokes")
+    gen.add_argument("--reimagine", action="store_true",
+                     help="with --background: redraw the whole image from the strokes over the photo (no edit)")
     add_region_arguments(gen)
     add_model_arguments(gen, DEFAULT_MODEL)
 
@@ -130,6 +135,7 @@ class Plan:
 
 
 def plan_generation(args) -> Plan:
+    from gradop.editing import painted_area
     from gradop.images import is_blank, load_image, to_rgb
     from gradop.pipeline import validate_options
 
@@ -137,8 +143,12 @@ def plan_generation(args) -> Plan:
     guided = any(m != "text" for m in methods)
     if not args.prompt.strip():
         raise ValueError("--prompt is empty; describe the image you want")
-    if guided and args.strokes is None:
+    if guided and args.strokes is None and args.background is None:
         raise ValueError("--strokes is required for this method; pass a stroke painting or use --method text")
+    if (args.mask is not None or args.reimagine) and args.background is None:
+        raise ValueError("--mask and --reimagine need --background (the photo to edit)")
+    if args.mask is not None and args.reimagine:
+        raise ValueError("--mask marks what an edit changes; --reimagine redraws everything: choose one")
     if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
         raise ValueError(f"--seed must be a whole number from 0 to 2**64 - 1 (got {args.seed})")
     options = dict(
@@ -154,16 +164,23 @@ def plan_generation(args) -> Plan:
     files, grid, maps = plan_outputs(args, methods)
     strokes = load_image(args.strokes, what="stroke image") if args.strokes is not None else None
     background = load_image(args.background, what="background photo") if args.background is not None else None
-    if background is not None and not guided:
-        note("--background is not used by --method text; it is ignored")
+    mask = load_image(args.mask, what="mask") if args.mask is not None else None
+    edit = background is not None and not args.reimagine
+    if background is not None and not guided and not edit:
+        note("--background is not used by --method text when re-imagining; it is ignored")
         background = None
-    if guided and is_blank(to_rgb(strokes, background or (255, 255, 255))):
+    if guided and background is None and is_blank(to_rgb(strokes)):
         raise ValueError(f"the stroke image '{args.strokes}' has nothing painted (only white or transparent "
                          "pixels); paint some strokes, add --background, or use --method text")
+    if edit and mask is None and (strokes is None or not painted_area(strokes).any()):
+        raise ValueError("nothing is painted, so an edit would return the background unchanged; paint over the part "
+                         "to change, pass --mask, or --reimagine the whole image")
     regions = parse_region_flags(args.region, args.regions)
     if regions:
         check_region_words(regions, strokes, args.prompt, args.append_missing_words)
     options.update(background=background, regions=regions or None)
+    if background is not None:
+        options.update(edit=edit, mask=mask)
     return Plan(methods, strokes, options, files, grid, maps)
 
 
@@ -199,7 +216,7 @@ def plan_outputs(args, methods) -> tuple[dict[str, list[Path]], Path | None, Pat
     outputs = [("--out", path) for paths in files.values() for path in paths]
     outputs += [("--out", p) for p in (grid,) if p is not None] + [("--attention-maps", p) for p in (maps,) if p]
     inputs = [(flag, path) for flag, path in (("--strokes", args.strokes), ("--background", args.background),
-                                               ("--regions", args.regions)) if path is not None]
+                                               ("--mask", args.mask), ("--regions", args.regions)) if path is not None]
     check_outputs(outputs, inputs, args.force)
     return files, grid, maps
 
@@ -219,7 +236,8 @@ def generate(args) -> int:
                                           allow_pickle=args.allow_pickle, config=args.config,
                                           tiny_decoder=args.tiny_decoder)
     options, strokes = plan.options, plan.strokes
-    if strokes is not None and args.height is None and args.width is None:
+    # With a background the pipeline fits the photo's shape to the model's size itself.
+    if strokes is not None and options.get("background") is None and args.height is None and args.width is None:
         fitted = small_model_size(pipe.default_size, strokes.size)
         if fitted is not None and fitted != (strokes.height, strokes.width):
             options["height"], options["width"] = fitted
@@ -248,6 +266,12 @@ def generate(args) -> int:
                 writer.write(maps, plan.maps, {"attention_maps": list(results)}, final=method == plan.methods[-1])
         if plan.grid is not None:
             images, labels = ([strokes.convert("RGB")], ["strokes"]) if strokes is not None else ([], [])
+            if options.get("background") is not None:  # the photo and the strokes over it, at the output size
+                from gradop.editing import prepare_edit
+
+                size = next(iter(results.values())).images[0].size
+                painted = prepare_edit(strokes, options["background"], size, edit=False)
+                images, labels = [painted.background, painted.composite], ["photo", "painted"]
             for method, result in results.items():
                 images += result.images
                 labels += [method] * len(result.images)

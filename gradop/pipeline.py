@@ -25,6 +25,7 @@ from PIL import Image
 from gradop import __version__
 from gradop.attention import AttentionRecorder, attention_grid, region_control
 from gradop.decoders import GuidanceDecoders, resize_target
+from gradop.editing import EditOptions, LatentBlend, encode_image, fit_size, prepare_edit
 from gradop.images import load_image, pil_to_tensor, to_rgb
 from gradop.metadata import save_png
 from gradop.models import ddim_scheduler, load_components
@@ -171,7 +172,12 @@ class GradopPipeline:
         regions=None,
         append_missing_words: bool = False,
         attention_maps: bool = False,
-        background: Image.Image | None = None,
+        background=None,
+        edit: bool | None = None,
+        mask=None,
+        edit_dilate: int | None = None,
+        edit_feather: int | None = None,
+        edit_start: str = "noise",
         callback: Callable[[Progress], None] | None = None,
         shared: SharedPasses | None = None,
         **knobs,
@@ -180,23 +186,46 @@ class GradopPipeline:
         shortcuts. `knobs` are the fields of options.SamplingOptions and of the method's options
         class (defaults there); knobs that a method does not use are validated, then ignored
         (and not recorded). `shared`: a SharedPasses given to several calls with the same prompt,
-        seed and sampling knobs, so that they compute the text-only steps they share once."""
+        seed and sampling knobs, so that they compute the text-only steps they share once (not
+        used by edits).
+
+        With a `background` (a photo or an earlier result) the default is an edit (see
+        gradop.editing): only the painted area (or `mask`, white = change), grown by
+        `edit_dilate` and feathered over `edit_feather` pixels, is synthesised; every other
+        pixel is the background's. edit=False re-imagines the whole image from the strokes over
+        the background. The output keeps the background's aspect ratio at about the model's
+        native area unless height/width are given. GradOP+'s edits sample from pure noise
+        (edit_start="noise", the release's start) or from the painting over the photo noised to
+        the step where optimisation starts (edit_start="painting")."""
         sampling, opts = parse_options(method, knobs)
+        edit_opts = EditOptions(edit_dilate=edit_dilate, edit_feather=edit_feather, edit_start=edit_start)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty; describe the image you want")
         if not isinstance(negative_prompt, str):
             raise TypeError(f"negative prompt must be text (got {negative_prompt!r})")
         guided = method != "text"
-        if guided and strokes is None:
+        edit = background is not None if edit is None else bool(edit)
+        if edit and background is None:
+            raise ValueError("edit mode needs a background to keep: pass background= (a photo or an earlier result), "
+                             "or edit=False")
+        if mask is not None and not edit:
+            raise ValueError("a mask marks what an edit changes: pass a background and leave edit on, or drop the mask")
+        if guided and strokes is None and background is None:
             raise ValueError(f"method '{method}' needs a stroke image; pass strokes or use method 'text'")
-        raw_strokes = load_image(strokes, what="stroke image") if strokes is not None else None
-        # The target: strokes over the photo (or white); the colour regions: the strokes alone.
-        stroke_image = to_rgb(raw_strokes, background or (255, 255, 255)) if raw_strokes is not None else None
-        region_image = to_rgb(raw_strokes) if raw_strokes is not None and background is not None else stroke_image
-        if guided and background is None and np.asarray(stroke_image).min() == 255:
-            raise ValueError(f"the stroke image is blank (all white or transparent), so '{method}' has nothing to "
-                             "follow; paint some strokes, add a background photo, or use method 'text'")
-        height, width = self._size(sampling.height, sampling.width, stroke_image)
+        stroke_source = load_image(strokes, what="stroke image") if strokes is not None else None
+        edit_setup = region_source = None
+        if background is not None:
+            background = load_image(background, what="background photo")
+            height, width = self._background_size(sampling.height, sampling.width, background)
+            edit_setup = prepare_edit(stroke_source, background, (width, height), mask=mask,
+                                      dilate_px=edit_opts.edit_dilate, feather_px=edit_opts.edit_feather, edit=edit)
+            stroke_image, region_source = edit_setup.composite, edit_setup.strokes_on_white
+        else:
+            stroke_image = to_rgb(stroke_source) if stroke_source is not None else None
+            if guided and np.asarray(stroke_image).min() == 255:
+                raise ValueError(f"the stroke image is blank (all white or transparent), so '{method}' has nothing to "
+                                 "follow; paint some strokes, add a background photo, or use method 'text'")
+            height, width = self._size(sampling.height, sampling.width, stroke_image)
         sampling = replace(sampling, height=height, width=width)
         seed = normalise_seed(seed)
         if generator is not None:
@@ -208,7 +237,6 @@ class GradopPipeline:
             generator = torch.Generator("cpu").manual_seed(seed)
         if stroke_image is not None and stroke_image.size != (width, height):
             stroke_image = stroke_image.resize((width, height), Image.Resampling.LANCZOS)
-            region_image = region_image.resize((width, height), Image.Resampling.LANCZOS)
 
         # What the PNG records: everything that decides the pixels, and only what this method uses.
         params = dict(method=method, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=sampling.steps,
@@ -217,35 +245,52 @@ class GradopPipeline:
         params.update(opts.recorded())
         if stroke_image is not None:
             params["strokes_sha256"] = hashlib.sha256(stroke_image.tobytes()).hexdigest()[:16]
+        if edit_setup is not None:
+            params.update(edit_setup.params())
+            if edit and method == "gradop+":
+                params["edit_start"] = edit_opts.edit_start
 
         with self._lock:
             prompt, region_context, recorder, region_params = self._region_control(
-                prompt, regions, sampling.region_strength, region_image, (height, width), sampling.guidance_scale,
+                prompt, regions, sampling.region_strength, region_source or stroke_image, (height, width),
+                sampling.guidance_scale,
                 append_missing_words, attention_maps,
             )
             params.update(region_params, prompt=prompt)
             call = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=sampling.steps,
                         guidance_scale=sampling.guidance_scale, eta=sampling.eta, generator=generator,
                         num_images_per_prompt=sampling.num_images)
-            # The text-only trajectory several calls share (not with attention maps: they average every step).
-            trajectory = None if shared is None or recorder is not None else shared.trajectory(
+            # The text-only trajectory several calls share (not with attention maps: they average
+            # every step; not in edits: blending changes every step).
+            trajectory = None if shared is None or recorder is not None or edit else shared.trajectory(
                 self.model_name, str(self.device), str(self.dtype), prompt, negative_prompt, sampling.steps,
                 sampling.guidance_scale, sampling.eta, height, width, sampling.num_images, region_params,
                 hashlib.sha256(generator.get_state().numpy().tobytes()).hexdigest())
+            blend = self._latent_blend(edit_setup, sampling.num_images, height, width, generator) if edit else None
             with region_context:
                 if method == "text":
-                    images, losses = self._text2img(call, height, width, callback, trajectory=trajectory), []
+                    images, losses = self._text2img(call, height, width, callback, trajectory=trajectory,
+                                                    blend=blend), []
                 elif method == "sdedit":
-                    images, losses = self._sdedit(call, stroke_image, opts.strength, callback), []
+                    images, losses = self._sdedit(call, stroke_image, opts.strength, callback, blend=blend), []
                 else:
                     decoder = self.guidance_decoders(opts.guidance_decoder)
                     size = decoder.output_size(height // self.vae_scale_factor, width // self.vae_scale_factor)
                     guide_strokes = resize_target(stroke_image, size)  # the loss is computed at the decoder's size
                     target = pil_to_tensor(guide_strokes).to(self.device)
                     paint = make_painting_fn(opts.painting, *size, guide_strokes)
-                    run = self._gradop_plus if method == "gradop+" else self._gradop
-                    images, losses = run(call, height, width, self.guidance_decode(opts), target, paint, opts,
-                                         callback, trajectory)
+                    if edit:  # the pull towards the strokes counts the painted pixels only
+                        paint, target = edit_setup.guidance(paint, target)
+                    decode = self.guidance_decode(opts)
+                    if method == "gradop+":
+                        start_image = stroke_image if edit and edit_opts.edit_start == "painting" else None
+                        images, losses = self._gradop_plus(call, height, width, decode, target, paint, opts, callback,
+                                                           trajectory, blend=blend, start_image=start_image)
+                    else:
+                        images, losses = self._gradop(call, height, width, decode, target, paint, opts, callback,
+                                                      trajectory, blend=blend)
+            if edit:
+                images = edit_setup.paste_back(images)
             grid = attention_grid(recorder, self.tokenizer, prompt) if recorder is not None else None
         return GenerationResult(images, params, losses, grid)
 
@@ -275,7 +320,8 @@ class GradopPipeline:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _text2img(self, call, height, width, callback, output_type="pil", counter=None, trajectory=None):
+    def _text2img(self, call, height, width, callback, output_type="pil", counter=None, trajectory=None,
+                  blend=None):
         from diffusers import StableDiffusionPipeline
 
         steps = call["num_inference_steps"]
@@ -284,6 +330,8 @@ class GradopPipeline:
         def on_step(pipe, i, t, tensors):
             if trajectory is not None:
                 trajectory.record(i, tensors["latents"], call["generator"])
+            if blend is not None:
+                tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
             counter.advance("sampling", tensors["latents"])
             return tensors
 
@@ -291,6 +339,8 @@ class GradopPipeline:
         for _ in range(step + 1):  # the steps it starts after count as done
             counter.advance("sampling")
         start = {} if latents is None else {"latents": latents}
+        if blend is not None:
+            start = {"latents": blend.noise}  # one noise for sampling and blending (edits share no trajectory)
         return pipe(**call, height=height, width=width, output_type=output_type, callback_on_step_end=on_step,
                     **start).images
 
@@ -305,13 +355,16 @@ class GradopPipeline:
         pipe.skip_steps = snapshot.step + 1
         return pipe, snapshot.step, trajectory.resume(snapshot, generator)
 
-    def _sdedit(self, call, image, strength, callback, counter=None):
+
+    def _sdedit(self, call, image, strength, callback, counter=None, blend=None):
         from diffusers import StableDiffusionImg2ImgPipeline
 
         steps = call["num_inference_steps"]
         counter = counter or _Counter(min(int(steps * strength), steps), callback)
 
         def on_step(pipe, i, t, tensors):
+            if blend is not None:
+                tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
             counter.advance("denoising", tensors["latents"])
             return tensors
 
@@ -319,15 +372,40 @@ class GradopPipeline:
             **call, image=image, strength=strength, callback_on_step_end=on_step
         ).images
 
-    def _gradop_plus(self, call, height, width, decode, target, paint, opts, callback, trajectory=None):
-        from diffusers import StableDiffusionPipeline
+    def _gradop_plus(self, call, height, width, decode, target, paint, opts, callback, trajectory=None,
+                     blend=None, start_image=None):
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
         steps = call["num_inference_steps"]
         window = guidance_window(steps, opts.strength, opts.iterations)
-        counter = _Counter(steps + len(window) * opts.grad_steps, callback)
+        # From pure noise (the release), or from `start_image` noised to the window's first step
+        # (img2img; `offset` is its first step, strength chosen so that int(steps * s) is exact).
+        offset = window.start if start_image is not None else 0
+        counter = _Counter(steps - offset + len(window) * opts.grad_steps, callback)
         guidance = GradopPlusCallback(decode, target, paint, call["generator"], opts, steps,
                                       on_sample=lambda latents: counter.advance("sampling", latents),
                                       on_optimise=lambda: counter.advance("optimising"))
+
+        if blend is not None or start_image is not None:  # edits (no shared trajectory)
+            def on_edit_step(pipe, i, t, tensors):
+                if blend is None:
+                    return guidance(pipe, i + offset, t, tensors)
+                # Blend before the guidance sees the latents and again after its re-noising, so that
+                # neither moves the background (blending is idempotent).
+                tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
+                tensors = guidance(pipe, i + offset, t, tensors)
+                tensors["latents"] = blend(pipe.scheduler, t, tensors["latents"])
+                return tensors
+
+            if start_image is not None:
+                strength = (steps - offset + 0.5) / steps
+                images = self._diffusers(StableDiffusionImg2ImgPipeline)(
+                    **call, image=start_image, strength=strength, callback_on_step_end=on_edit_step).images
+                return images, guidance.losses
+            images = self._diffusers(StableDiffusionPipeline)(  # one noise for sampling and blending
+                **call, latents=blend.noise, height=height, width=width, callback_on_step_end=on_edit_step
+            ).images
+            return images, guidance.losses
 
         def on_step(pipe, i, t, tensors):
             if trajectory is not None and i <= window.start:  # text-only up to here (before guidance)
@@ -346,11 +424,11 @@ class GradopPipeline:
         images = pipe(**call, height=height, width=width, callback_on_step_end=on_step, **start).images
         return images, guidance.losses
 
-    def _gradop(self, call, height, width, decode, target, paint, opts, callback, trajectory=None):
+    def _gradop(self, call, height, width, decode, target, paint, opts, callback, trajectory=None, blend=None):
         steps = call["num_inference_steps"]
         counter = _Counter(steps + opts.opt_steps + min(int(steps * opts.strength), steps), callback)
         sample = self._text2img(call, height, width, None, output_type="latent", counter=counter,
-                                trajectory=trajectory)
+                                trajectory=trajectory, blend=blend)
         optimized, losses = optimize_latents(
             sample, decode, target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample, gamma=opts.gamma,
             batch=opts.guidance_batch, early_stop=opts.guidance_early_stop,
@@ -360,7 +438,26 @@ class GradopPipeline:
         batch = sample.shape[0]  # one prompt per latent: img2img does not repeat ready latents
         per_image = dict(call, prompt=[call["prompt"]] * batch, negative_prompt=[call["negative_prompt"]] * batch,
                          num_images_per_prompt=1)
-        return self._sdedit(per_image, optimized, opts.strength, None, counter=counter), losses
+        return self._sdedit(per_image, optimized, opts.strength, None, counter=counter, blend=blend), losses
+
+    def _latent_blend(self, setup, num_images, height, width, generator) -> LatentBlend:
+        """Blended latent diffusion for one edit: the background's latents, the latent mask, and
+        the noise that both starts the sampling and noises the background at every step."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        shape = (num_images, self.vae.config.latent_channels, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
+        background = encode_image(self.vae, setup.background, self.device, self.dtype)
+        return LatentBlend(background, setup.latent_mask(self.vae_scale_factor).to(self.device), noise)
+
+    def _background_size(self, height, width, background: Image.Image) -> tuple[int, int]:
+        """(height, width) of an edit: the background's aspect ratio at about the model's native
+        area; a given side is kept and the other follows the background's aspect ratio."""
+        if height is None and width is None:
+            width, height = fit_size(background.size, self.default_size)
+            return height, width
+        return self._size(height, width, background)
 
     def _size(self, height, width, strokes: Image.Image | None) -> tuple[int, int]:
         """(height, width): as given; a missing side follows the strokes' aspect ratio; with

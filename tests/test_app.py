@@ -205,9 +205,15 @@ def test_continue_from_a_result_puts_it_behind_the_canvas(fake_generate):
     no_exception(at)
     assert at.radio(key="background").value == "result"
     assert at.session_state["continue_from"] is not None
-    # the strokes were cleared (new canvas): the result alone is the target, and that is allowed
+    assert at.toggle(key="edit_mode").value is True  # continuing edits by default
+    # the strokes were cleared (new canvas): an edit of nothing is explained ...
+    at.button(key="generate").click().run()
+    assert "Nothing is painted" in texts(at.warning)
+    # ... and re-imagining from the result alone is allowed
+    at.toggle(key="edit_mode").set_value(False).run()
     at = generate(at)
     assert len(at.session_state["history"]) == 2, texts(at.error) + texts(at.warning)
+    assert fake_generate[-1]["edit"] is False
 
 
 def test_cancel_stops_a_running_generation(monkeypatch):
@@ -235,13 +241,32 @@ def test_cancel_stops_a_running_generation(monkeypatch):
 def test_a_photo_alone_is_an_editing_target(fake_generate):
     photo = io.BytesIO()
     Image.new("RGB", (300, 200), (90, 140, 60)).save(photo, format="JPEG")
-    at = open_app(prompt=PROMPT, background="photo", method="sdedit")
+    at = open_app(prompt=PROMPT, background="photo", method="sdedit", edit_mode=False)
     at.file_uploader(key="upload").upload("field.jpg", photo.getvalue(), "image/jpeg").run()
     at = generate(at)
     no_exception(at)
     call = fake_generate[-1]
     assert call["method"] == "sdedit" and call["background"].size == (512, 512)  # fitted to the canvas
     assert call["strokes"].mode == "RGBA" and call["strokes"].getextrema()[3] == (0, 0)  # no strokes on top
+    assert call["edit"] is False  # re-imagine: the photo alone is the target
+
+
+def test_painting_over_a_photo_edits_it_by_default_with_every_method(generate_calls):
+    photo = io.BytesIO()
+    Image.new("RGB", (300, 200), (90, 140, 60)).save(photo, format="PNG")
+    at = open_app(painting(), prompt=PROMPT, background="photo", method="compare", random_seed=False, seed=5)
+    at.file_uploader(key="upload").upload("field.png", photo.getvalue(), "image/png").run()
+    assert at.toggle(key="edit_mode").value is True
+    at = generate(at)
+    no_exception(at)
+    assert {c["method"] for c in generate_calls} == {"gradop+", "gradop", "sdedit", "text"}
+    assert all(c["edit"] is True and c["background"] is not None for c in generate_calls)
+    outputs = at.session_state["outputs"]
+    assert {o.params["mode"] for o in outputs} == {"edit"}
+    # The corners were not painted: they are the photo's pixels (fitted to the canvas, then the model).
+    for output in outputs:
+        corner = output.image.convert("RGB").getpixel((0, 0))
+        assert max(abs(a - b) for a, b in zip(corner, (90, 140, 60))) <= 2
 
 
 def test_changing_the_canvas_size_keeps_the_drawing_scaled():
