@@ -9,14 +9,16 @@ from pathlib import Path
 
 DESCRIPTION = "Stroke-guided image synthesis with latent diffusion (GradOP / GradOP+)."
 METHOD_ORDER = ("text", "sdedit", "gradop", "gradop+")  # the order of a --compare grid
-VALIDATED = ("steps", "guidance_scale", "eta", "num_images", "strength", "iterations", "grad_steps", "lr",
-             "opt_steps", "gamma", "region_strength", "painting", "height", "width")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from gradop import __version__
     from gradop.models import DEFAULT_MODEL
+    from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
     from gradop.painting import PAINTING_FUNCTIONS
+    from gradop.precision import PRECISION_MODES
+
+    d = {**SamplingOptions.defaults(), **GradopOptions.defaults(), **GradopPlusOptions.defaults()}  # one source
 
     parser = argparse.ArgumentParser(prog="gradop", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"gradop {__version__}")
@@ -30,18 +32,30 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--compare", action="store_true", help="run every method with the same seed; --out gets a grid")
     gen.add_argument("--negative-prompt", default="", help="what to avoid")
     gen.add_argument("--seed", type=int, help="random seed (default: random, recorded in the PNG)")
-    gen.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    gen.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    gen.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0: deterministic)")
-    gen.add_argument("--strength", type=float, default=0.8,
-                     help="where guidance starts: gradop+ optimises from step steps*(1-strength); sdedit/gradop noise to it")
-    gen.add_argument("--iterations", type=int, default=3, help="gradop+: optimised sampling steps (default 3)")
-    gen.add_argument("--grad-steps", type=int, default=12, help="gradop+: Adam steps per iteration (default 12)")
-    gen.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
-    gen.add_argument("--painting", choices=PAINTING_FUNCTIONS, default="blur", help="painting function f (default blur)")
-    gen.add_argument("--opt-steps", type=int, default=50, help="gradop: optimisation steps (default 50)")
-    gen.add_argument("--gamma", type=float, default=1e-3, help="gradop: pull towards the text-only sample (default 1e-3)")
-    gen.add_argument("--num-images", type=int, default=1, help="images per run (default 1)")
+    gen.add_argument("--steps", type=int, default=d["steps"], help=f"DDIM steps (default {d['steps']})")
+    gen.add_argument("--guidance", type=float, default=d["guidance_scale"],
+                     help=f"classifier-free guidance scale (default {d['guidance_scale']})")
+    gen.add_argument("--eta", type=float, default=d["eta"], help=f"DDIM eta (default {d['eta']:g}: deterministic)")
+    gen.add_argument("--strength", type=float, default=d["strength"],
+                     help="where guidance starts: gradop+ optimises from step int(steps*(1-strength)); sdedit/gradop noise to it")
+    gen.add_argument("--iterations", type=int, default=d["iterations"],
+                     help=f"gradop+: optimised sampling steps (default {d['iterations']})")
+    gen.add_argument("--grad-steps", type=int, default=d["grad_steps"],
+                     help=f"gradop+: Adam steps per iteration (default {d['grad_steps']})")
+    gen.add_argument("--lr", type=float, default=d["lr"], help=f"Adam learning rate (default {d['lr']})")
+    gen.add_argument("--painting", choices=PAINTING_FUNCTIONS, default=d["painting"],
+                     help=f"painting function f (default {d['painting']})")
+    gen.add_argument("--opt-steps", type=int, default=d["opt_steps"],
+                     help=f"gradop: optimisation steps (default {d['opt_steps']})")
+    gen.add_argument("--gamma", type=float, default=d["gamma"],
+                     help=f"gradop: pull towards the text-only sample (default {d['gamma']:g})")
+    gen.add_argument("--guidance-precision", choices=PRECISION_MODES, default=d["guidance_precision"],
+                     help="gradients through an fp16/bf16 VAE: auto, fp32 (decoder in fp32) or scaled (loss scaling)")
+    gen.add_argument("--guidance-batch", type=int, default=d["guidance_batch"],
+                     help=f"images optimised at a time (memory; same result; default {d['guidance_batch']})")
+    gen.add_argument("--guidance-checkpointing", action="store_true",
+                     help="VAE gradient checkpointing while optimising (less memory, slower)")
+    gen.add_argument("--num-images", type=int, default=d["num_images"], help=f"images per run (default {d['num_images']})")
     gen.add_argument("--height", type=int, help="output height, multiple of 8 (default: strokes or model size)")
     gen.add_argument("--width", type=int, help="output width, multiple of 8 (default: strokes or model size)")
     gen.add_argument("--background", type=Path, help="photo under transparent strokes (real-image editing)")
@@ -73,6 +87,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on CUDA, else float32)")
     parser.add_argument("--allow-pickle", action="store_true", help="allow pickled .ckpt weights (only files you trust)")
+    parser.add_argument("--vae-slicing", action="store_true", help="decode several images one at a time (memory)")
+    parser.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles (memory; faint seams)")
+    parser.add_argument("--cpu-offload", action="store_true",
+                        help="keep models in CPU memory, each moved to the GPU while it runs (small GPUs)")
 
 
 def parse_region_flags(flags: list[str], spec_path: Path | None) -> dict:
@@ -103,7 +121,8 @@ def generate(args) -> int:
     from gradop.grid import labelled_grid
     from gradop.images import load_image
     from gradop.metadata import save_png
-    from gradop.pipeline import GradopPipeline, validate_options
+    from gradop.options import KNOB_NAMES, validate_options
+    from gradop.pipeline import GradopPipeline
 
     methods = METHOD_ORDER if args.compare else (args.method,)
     if any(m != "text" for m in methods) and args.strokes is None:
@@ -120,10 +139,15 @@ def generate(args) -> int:
         painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma, regions=regions or None,
         region_strength=args.region_strength, append_missing_words=args.append_missing_words,
         background=background, attention_maps=args.attention_maps is not None,
+        guidance_precision=args.guidance_precision, guidance_batch=args.guidance_batch,
+        guidance_checkpointing=args.guidance_checkpointing,
     )
-    validate_options(**{k: v for k, v in options.items() if k in VALIDATED})  # fail before a slow model load
+    for method in methods:  # fail before a slow model load
+        validate_options(method, **{k: v for k, v in options.items() if k in KNOB_NAMES})
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                          allow_pickle=args.allow_pickle, config=args.config)
+                                          allow_pickle=args.allow_pickle, config=args.config,
+                                          vae_slicing=args.vae_slicing, vae_tiling=args.vae_tiling,
+                                          cpu_offload=args.cpu_offload)
     if args.seed is None:  # one seed for every method of a comparison, recorded in each PNG
         import secrets
 
