@@ -18,6 +18,7 @@ from PIL import Image
 
 from gradop import jobs, serving
 from gradop.images import load_image
+from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
 from gradop.painting import PAINTING_FUNCTIONS
 
 st.set_page_config(page_title="gradop: guided image synthesis", page_icon=":material/brush:", layout="wide")
@@ -34,10 +35,11 @@ BACKGROUNDS = {"blank": "Blank", "photo": "Photo (edit a real image)", "result":
 CANVAS_SIZES = (256, 512, 768)
 MAX_UPLOAD_MB = 20  # the pixel limit (decompression bombs) is gradop.images.MAX_PIXELS
 # Widget keys and their defaults: set once per tab, so "re-open settings" can write them.
+_KNOBS = {**SamplingOptions.defaults(), **GradopOptions.defaults(), **GradopPlusOptions.defaults()}  # one source
 DEFAULTS = dict(
     prompt="", negative_prompt="", style=None, method="gradop+", seed=0, random_seed=True,
-    steps=50, guidance_scale=7.5, strength=0.8, iterations=3, grad_steps=12, opt_steps=50,
-    painting="blur", region_strength=0.5, num_images=1, brush_color="#2f6fd0",
+    **{k: _KNOBS[k] for k in ("steps", "guidance_scale", "strength", "iterations", "grad_steps", "opt_steps",
+                              "painting", "region_strength", "num_images")}, brush_color="#2f6fd0",
     brush_size=24, tool="freedraw", canvas_size=512, background="blank",
 )
 SETTINGS = [k for k in DEFAULTS if k not in ("brush_color", "brush_size", "tool", "background")]
