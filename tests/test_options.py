@@ -48,6 +48,9 @@ def test_numpy_scalars_become_python_numbers():
         (GradopPlusOptions, dict(painting=3), TypeError, "painting function must be one of"),
         (SDEditOptions, dict(strength=1.5), ValueError, r"strength must be a number in \[0, 1\]"),
         (GradopOptions, dict(gamma=-1), ValueError, "gamma"),
+        (GradopOptions, dict(guidance_precision="fp8"), ValueError, "unknown guidance precision 'fp8'"),
+        (GradopPlusOptions, dict(guidance_batch=0), ValueError, "guidance batch"),
+        (GradopPlusOptions, dict(guidance_checkpointing="yes"), TypeError, "guidance checkpointing must be True or"),
     ],
 )
 def test_bad_values_give_one_line_errors(cls, kwargs, error, message):
@@ -57,8 +60,9 @@ def test_bad_values_give_one_line_errors(cls, kwargs, error, message):
 
 
 def test_recorded_knobs_are_the_ones_that_decide_pixels():
-    assert set(GradopPlusOptions().recorded()) == {"strength", "iterations", "grad_steps", "lr", "painting"}
-    assert set(GradopOptions().recorded()) == {"strength", "opt_steps", "gamma", "lr", "painting"}
+    guidance = {"lr", "painting", "guidance_precision"}  # guidance_batch/_checkpointing: memory only
+    assert set(GradopPlusOptions().recorded()) == guidance | {"strength", "iterations", "grad_steps"}
+    assert set(GradopOptions().recorded()) == guidance | {"strength", "opt_steps", "gamma"}
     assert SDEditOptions(strength=0.6).recorded() == {"strength": 0.6}
     assert METHOD_OPTIONS["text"]().recorded() == {}
 
