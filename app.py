@@ -37,6 +37,7 @@ from PIL import Image
 from gradop import jobs, serving
 from gradop.editing import painted_area
 from gradop.images import is_blank, load_image, to_rgb
+from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
 from gradop.painting import PAINTING_FUNCTIONS
 
 log = logging.getLogger("gradop.app")
@@ -54,10 +55,11 @@ BACKGROUNDS = {"blank": "Blank", "photo": "Photo (edit a real image)", "result":
 CANVAS_SIZES = (256, 512, 768)
 MAX_UPLOAD_MB = 20  # the pixel limit (decompression bombs) is gradop.images.MAX_PIXELS
 # Widget keys and their defaults: set once per tab, so "re-open settings" can write them.
+_KNOBS = {**SamplingOptions.defaults(), **GradopOptions.defaults(), **GradopPlusOptions.defaults()}  # one source
 DEFAULTS = dict(
     prompt="", negative_prompt="", style=None, method="gradop+", seed=0, random_seed=True,
-    steps=50, guidance_scale=7.5, strength=0.8, iterations=3, grad_steps=12, opt_steps=50,
-    painting="blur", region_strength=0.5, num_images=1, brush_color="#2f6fd0",
+    **{k: _KNOBS[k] for k in ("steps", "guidance_scale", "strength", "iterations", "grad_steps", "opt_steps",
+                              "painting", "region_strength", "num_images")}, brush_color="#2f6fd0",
     brush_size=24, tool="freedraw", canvas_size=512, background="blank", edit_mode=True,
 )
 SETTINGS = [k for k in DEFAULTS if k not in ("brush_color", "brush_size", "tool", "background")]

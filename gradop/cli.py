@@ -17,10 +17,6 @@ from PIL import Image
 
 DESCRIPTION = "Stroke-guided image synthesis with latent diffusion (GradOP / GradOP+)."
 METHOD_ORDER = ("text", "sdedit", "gradop", "gradop+")  # the order of a --compare grid
-SEED_LIMIT = 2**64  # torch generators take seeds below this
-VALIDATED = ("steps", "guidance_scale", "eta", "num_images", "strength", "iterations", "grad_steps", "lr",
-             "opt_steps", "gamma", "region_strength", "painting", "height", "width", "guidance_decoder",
-             "guidance_early_stop")
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,8 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     from gradop import __version__
     from gradop.models import DEFAULT_MODEL
     from gradop.decoders import GUIDANCE_DECODERS
-    from gradop.options import GradopPlusOptions
+    from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
     from gradop.painting import PAINTING_FUNCTIONS
+    from gradop.precision import PRECISION_MODES
+
+    d = {**SamplingOptions.defaults(), **GradopOptions.defaults(), **GradopPlusOptions.defaults()}  # one source
 
     parser = Parser(prog="gradop", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"gradop {__version__}")
@@ -50,25 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--compare", action="store_true", help="run every method with the same seed; --out gets a grid")
     gen.add_argument("--negative-prompt", default="", help="what to avoid")
     gen.add_argument("--seed", type=int, help="random seed (default: random, recorded in the PNG)")
-    gen.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    gen.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    gen.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0: deterministic)")
-    gen.add_argument("--strength", type=float, default=0.8,
-                     help="where guidance starts: gradop+ optimises from step steps*(1-strength); sdedit/gradop noise to it")
-    gen.add_argument("--iterations", type=int, default=3, help="gradop+: optimised sampling steps (default 3)")
-    gen.add_argument("--grad-steps", type=int, default=12, help="gradop+: Adam steps per iteration (default 12)")
-    gen.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
-    gen.add_argument("--painting", choices=PAINTING_FUNCTIONS, default="blur", help="painting function f (default blur)")
-    gen.add_argument("--guidance-decoder", choices=GUIDANCE_DECODERS, default=GradopPlusOptions().guidance_decoder,
+    gen.add_argument("--steps", type=int, default=d["steps"], help=f"DDIM steps (default {d['steps']})")
+    gen.add_argument("--guidance", type=float, default=d["guidance_scale"],
+                     help=f"classifier-free guidance scale (default {d['guidance_scale']})")
+    gen.add_argument("--eta", type=float, default=d["eta"], help=f"DDIM eta (default {d['eta']:g}: deterministic)")
+    gen.add_argument("--strength", type=float, default=d["strength"],
+                     help="where guidance starts: gradop+ optimises from step int(steps*(1-strength)); sdedit/gradop noise to it")
+    gen.add_argument("--iterations", type=int, default=d["iterations"],
+                     help=f"gradop+: optimised sampling steps (default {d['iterations']})")
+    gen.add_argument("--grad-steps", type=int, default=d["grad_steps"],
+                     help=f"gradop+: Adam steps per iteration (default {d['grad_steps']})")
+    gen.add_argument("--lr", type=float, default=d["lr"], help=f"Adam learning rate (default {d['lr']})")
+    gen.add_argument("--painting", choices=PAINTING_FUNCTIONS, default=d["painting"],
+                     help=f"painting function f (default {d['painting']})")
+    gen.add_argument("--guidance-decoder", choices=GUIDANCE_DECODERS, default=d["guidance_decoder"],
                      help="what decodes latents inside the optimisation: the full vae (exact), vae-half, a fitted "
                           "linear/conv latent-to-RGB map, or an AutoencoderTiny (tiny; see --tiny-decoder)")
-    gen.add_argument("--early-stop", type=float, default=0.0,
+    gen.add_argument("--early-stop", type=float, default=d["guidance_early_stop"],
                      help="end each optimisation once the loss changes by less than this fraction per step (default 0: off)")
     gen.add_argument("--tiny-decoder", help="AutoencoderTiny folder or hub id for --guidance-decoder tiny "
                                             "(e.g. madebyollin/taesd; the demo model ships its own)")
-    gen.add_argument("--opt-steps", type=int, default=50, help="gradop: optimisation steps (default 50)")
-    gen.add_argument("--gamma", type=float, default=1e-3, help="gradop: pull towards the text-only sample (default 1e-3)")
-    gen.add_argument("--num-images", type=int, default=1, help="images per run (default 1)")
+    gen.add_argument("--opt-steps", type=int, default=d["opt_steps"],
+                     help=f"gradop: optimisation steps (default {d['opt_steps']})")
+    gen.add_argument("--gamma", type=float, default=d["gamma"],
+                     help=f"gradop: pull towards the text-only sample (default {d['gamma']:g})")
+    gen.add_argument("--guidance-precision", choices=PRECISION_MODES, default=d["guidance_precision"],
+                     help="gradients through an fp16/bf16 VAE: auto, fp32 (decoder in fp32) or scaled (loss scaling)")
+    gen.add_argument("--guidance-batch", type=int, default=d["guidance_batch"],
+                     help=f"images optimised at a time (memory; same result; default {d['guidance_batch']})")
+    gen.add_argument("--guidance-checkpointing", action="store_true",
+                     help="VAE gradient checkpointing while optimising (less memory, slower)")
+    gen.add_argument("--num-images", type=int, default=d["num_images"], help=f"images per run (default {d['num_images']})")
     gen.add_argument("--height", type=int, help="output height, multiple of 8 (default: strokes or model size)")
     gen.add_argument("--width", type=int, help="output width, multiple of 8 (default: strokes or model size)")
     gen.add_argument("--background", type=Path,
@@ -105,6 +116,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on CUDA, else float32)")
     parser.add_argument("--allow-pickle", action="store_true", help="allow pickled .ckpt weights (only files you trust)")
+    parser.add_argument("--vae-slicing", action="store_true", help="decode several images one at a time (memory)")
+    parser.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles (memory; faint seams)")
+    parser.add_argument("--cpu-offload", action="store_true",
+                        help="keep models in CPU memory, each moved to the GPU while it runs (small GPUs)")
 
 
 def parse_region_flags(flags: list[str], spec_path: Path | None) -> dict:
@@ -137,7 +152,7 @@ class Plan:
 def plan_generation(args) -> Plan:
     from gradop.editing import painted_area
     from gradop.images import is_blank, load_image, to_rgb
-    from gradop.pipeline import validate_options
+    from gradop.options import KNOB_NAMES, SEED_LIMIT, validate_options
 
     methods = METHOD_ORDER if args.compare else (args.method,)
     guided = any(m != "text" for m in methods)
@@ -157,10 +172,13 @@ def plan_generation(args) -> Plan:
         strength=args.strength, iterations=args.iterations, grad_steps=args.grad_steps, lr=args.lr,
         painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma,
         guidance_decoder=args.guidance_decoder, guidance_early_stop=args.early_stop,
+        guidance_precision=args.guidance_precision, guidance_batch=args.guidance_batch,
+        guidance_checkpointing=args.guidance_checkpointing,
         region_strength=args.region_strength, append_missing_words=args.append_missing_words,
         attention_maps=args.attention_maps is not None,
     )
-    validate_options(**{k: v for k, v in options.items() if k in VALIDATED})
+    for method in methods:  # each method's own checks (e.g. its schedule), before a slow model load
+        validate_options(method, **{k: v for k, v in options.items() if k in KNOB_NAMES})
     files, grid, maps = plan_outputs(args, methods)
     strokes = load_image(args.strokes, what="stroke image") if args.strokes is not None else None
     background = load_image(args.background, what="background photo") if args.background is not None else None
@@ -234,7 +252,8 @@ def generate(args) -> int:
     quiet_libraries()
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                           allow_pickle=args.allow_pickle, config=args.config,
-                                          tiny_decoder=args.tiny_decoder)
+                                          tiny_decoder=args.tiny_decoder, vae_slicing=args.vae_slicing,
+                                          vae_tiling=args.vae_tiling, cpu_offload=args.cpu_offload)
     options, strokes = plan.options, plan.strokes
     # With a background the pipeline fits the photo's shape to the model's size itself.
     if strokes is not None and options.get("background") is None and args.height is None and args.width is None:

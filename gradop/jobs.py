@@ -16,7 +16,9 @@ from typing import Callable
 
 from PIL import Image
 
+from gradop.guidance import guidance_window
 from gradop.metadata import png_bytes
+from gradop.options import METHOD_OPTIONS, SamplingOptions
 from gradop.pipeline import GenerationCancelled, Progress
 
 log = logging.getLogger(__name__)
@@ -73,25 +75,25 @@ def _model_size(pipeline) -> tuple[int, int]:
 def estimate_seconds(pipeline, method: str, settings: dict) -> float:
     """Expected CPU seconds for one generate call (rough; corrected by earlier jobs' timings)."""
     unet_params, decoder_params = _model_size(pipeline)
-    side = settings.get("height") or pipeline.default_size
-    area = (side / 512) ** 2 * settings.get("num_images", 1)
-    cfg = 1.0 if settings.get("guidance_scale", 7.5) > 1 else 0.5
+    knobs = {**SamplingOptions.defaults(), **METHOD_OPTIONS[method].defaults(), **settings}  # one source of defaults
+    side = knobs["height"] or pipeline.default_size
+    area = (side / 512) ** 2 * knobs["num_images"]
+    cfg = 1.0 if knobs["guidance_scale"] > 1 else 0.5
     # Small models are bound by per-operation overhead, not arithmetic: hence the floors.
     unet = max(_CPU_UNET_S * area * cfg * unet_params / _SD_UNET_PARAMS, 0.02)
     decode = max(_CPU_DECODE_S * area * decoder_params / _SD_DECODER_PARAMS, 0.02)
     backward = max(_CPU_DECODE_BACKWARD_S * area * decoder_params / _SD_DECODER_PARAMS, 0.05)
-    steps, strength = settings.get("steps", 50), settings.get("strength", 0.8)
-    denoise = min(int(steps * strength), steps)
+    steps = knobs["steps"]
+    denoise = min(int(steps * knobs.get("strength", 1.0)), steps)
     if method == "text":
         total = steps * unet + decode
     elif method == "sdedit":
         total = denoise * unet + 2 * decode  # encode ~ decode
     elif method == "gradop+":
-        start = int(steps * (1 - strength))
-        window = max(0, min(start + settings.get("iterations", 3), steps - 1) - start)
-        total = steps * unet + window * settings.get("grad_steps", 12) * backward + decode
+        window = guidance_window(steps, knobs["strength"], knobs["iterations"])
+        total = steps * unet + len(window) * knobs["grad_steps"] * backward + decode
     else:  # gradop: text sample, optimisation, img2img
-        total = (steps + denoise) * unet + settings.get("opt_steps", 50) * backward + 3 * decode
+        total = (steps + denoise) * unet + knobs["opt_steps"] * backward + 3 * decode
     return total * 1.1 * _calibration.get(pipeline.model_name, 1.0)  # + live previews
 
 

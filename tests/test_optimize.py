@@ -57,3 +57,43 @@ def test_early_stop_ends_the_optimisation_once_the_loss_has_converged():
     assert 2 <= len(stopped) < 200
     assert stopped == every[: len(stopped)]  # the same path, cut short
     assert abs(stopped[-1] - stopped[-2]) < 0.01 * stopped[-2]  # ...where it had converged
+
+
+def test_chunked_optimisation_equals_the_whole_batch(decode):
+    # Adam works per element and each chunk's loss is its share of the batch mean: same result.
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    anchor = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    target, paint = pil_to_tensor(draw_strokes()), make_painting_fn("blur", 64, 64)
+    kwargs = dict(steps=4, lr=0.1, anchor=anchor, gamma=0.5)
+    whole, whole_losses = optimize_latents(latents, decode, target, paint, **kwargs)
+    for batch in (1, 2):
+        chunked, chunked_losses = optimize_latents(latents, decode, target, paint, batch=batch, **kwargs)
+        assert torch.allclose(chunked, whole, atol=1e-5, rtol=0)
+        assert chunked_losses == pytest.approx(whole_losses, rel=1e-5)
+    assert not torch.allclose(whole, latents, atol=1e-3)
+
+
+def test_loss_scaling_gives_the_same_gradient_in_fp32(decode):
+    from gradop.optimize import latent_gradient
+
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    target, paint = pil_to_tensor(draw_strokes()), make_painting_fn("blur", 64, 64)
+    loss, plain = latent_gradient(latents, decode, target, paint)
+    scaled_loss, scaled = latent_gradient(latents, decode, target, paint, loss_scale="dynamic")
+    assert scaled_loss == loss and torch.allclose(scaled, plain, rtol=1e-3, atol=1e-9)
+
+
+def test_overflowing_loss_scale_backs_off():
+    from gradop.optimize import latent_gradient
+
+    calls = []
+
+    def overflowing_decode(z):
+        # A decoder whose backward overflows fp16 unless the incoming gradient is small.
+        calls.append(1)
+        return torch.sigmoid(torch.nn.functional.interpolate(z[:, :3], scale_factor=8)).half().float()
+
+    target = torch.full((1, 3, 64, 64), 0.9)
+    _, grad = latent_gradient(torch.zeros(1, 4, 8, 8), overflowing_decode, target, lambda x: x * 1e4,
+                              loss_scale="dynamic")
+    assert torch.isfinite(grad).all() and len(calls) > 1

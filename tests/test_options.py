@@ -48,6 +48,9 @@ def test_numpy_scalars_become_python_numbers():
         (GradopPlusOptions, dict(painting=3), TypeError, "painting function must be one of"),
         (SDEditOptions, dict(strength=1.5), ValueError, r"strength must be a number in \[0, 1\]"),
         (GradopOptions, dict(gamma=-1), ValueError, "gamma"),
+        (GradopOptions, dict(guidance_precision="fp8"), ValueError, "unknown guidance precision 'fp8'"),
+        (GradopPlusOptions, dict(guidance_batch=0), ValueError, "guidance batch"),
+        (GradopPlusOptions, dict(guidance_checkpointing="yes"), TypeError, "guidance checkpointing must be True or"),
     ],
 )
 def test_bad_values_give_one_line_errors(cls, kwargs, error, message):
