@@ -137,3 +137,69 @@ def test_bench_quality_bad_input_is_one_line(tmp_path, capsys, extra, message):
     assert main(["bench", "quality", "--out", str(tmp_path / "empty"), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def _synthetic_rows(gradop_realism: float, gradop_l2: float) -> list[dict]:
+    """Rows with known answers: photos score 0.9, paintings 0.1 (both signals valid); SDEdit at
+    every strength has realism 0.5 and blurred L2 0.05; GradOP+ as given (plus noise)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(20):
+        for kind, value in (("photo", 0.9), ("world", 0.1), ("app", 0.1)):
+            rows.append({"section": "reference", "painting": f"r{i}", "kind": kind, "image": 0,
+                         "realism_judge": value + rng.normal(0, 0.02), "realism_texture": value + rng.normal(0, 0.02)})
+        settings = {"text2img": (0.9, 0.2), "sdedit 0.3 (reference)": (0.1, 0.01), "gradop+": (gradop_realism, gradop_l2),
+                    **{f"sdedit {s}": (0.5, 0.05) for s in (0.5, 0.6, 0.7, 0.8, 0.9)}}
+        for setting, (real, l2) in settings.items():
+            for k in range(2):
+                noisy = lambda v: float(v + rng.normal(0, 0.01))  # noqa: E731
+                rows.append({"section": "guided", "painting": f"p{i}", "kind": "world", "setting": setting,
+                             "method": setting.split()[0], "image": k, "seconds": 1.0, "blurred_l2": noisy(l2),
+                             "painted_l2": noisy(l2), "region_colour_error": noisy(l2), "realism_judge": noisy(real),
+                             "realism_texture": noisy(real)})
+    return rows
+
+
+def test_promise_one_verdict_follows_the_paired_differences():
+    from gradop.quality.summary import summarise
+
+    better = summarise(_synthetic_rows(gradop_realism=0.7, gradop_l2=0.04))
+    assert all(v["valid"] for v in better["validation"].values())
+    assert better["promise_1"]["won"] == 5 and better["promise_1"]["verdict"].startswith("holds")
+    worse_l2 = summarise(_synthetic_rows(gradop_realism=0.7, gradop_l2=0.08))["promise_1"]
+    assert worse_l2["won"] == 0 and worse_l2["verdict"].startswith("does not hold")
+    same_realism = summarise(_synthetic_rows(gradop_realism=0.5, gradop_l2=0.04))["promise_1"]
+    assert same_realism["won"] == 0
+
+
+def test_a_signal_that_fails_validation_is_not_used(monkeypatch):
+    from gradop.quality.summary import summarise
+
+    rows = _synthetic_rows(gradop_realism=0.7, gradop_l2=0.04)
+    for r in rows:
+        if r["section"] == "reference" and r["kind"] == "photo":
+            r["realism_texture"] = 0.0  # photos now score below paintings on texture
+    summary = summarise(rows)
+    assert not summary["validation"]["texture"]["valid"] and summary["validation"]["judge"]["valid"]
+    assert summary["promise_1"]["validated_signals"] == ["judge"]
+
+
+def test_sections_added_later_summarise_and_report_themselves(monkeypatch):
+    from gradop.quality import runner
+    from gradop.quality.report import markdown
+    from gradop.quality.summary import summarise
+
+    class Extra:
+        name = "extra"
+
+        def summarise(self, rows):
+            return {"images": len(rows)}
+
+        def markdown(self, part):
+            return f"## Extra section: {part['images']} images"
+
+    monkeypatch.setattr(runner, "SECTIONS", [*runner.SECTIONS, Extra()])
+    rows = _synthetic_rows(0.7, 0.04) + [{"section": "extra", "painting": "e0", "kind": "world", "image": 0}]
+    summary = summarise(rows)
+    assert summary["extra"] == {"images": 1}
+    assert "## Extra section: 1 images" in markdown(summary)

@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from gradop.grid import labelled_grid
+from gradop.quality import runner
 from gradop.quality.runner import SDEDIT_STRENGTHS
 from gradop.quality.summary import FAITHFULNESS, SIGNALS, VALID_AUC
 
@@ -67,6 +68,9 @@ def markdown(summary: dict) -> str:
                          f"{e['cases_at_or_above_0.9']:.3f} | {_ci(e['realism_judge'])} | {change} | "
                          f"{e['seconds_per_image']:.2f} |")
     lines.append(f"\nVerdict: **{p2['verdict']}**.\n")
+    for section in runner.SECTIONS:  # sections added later write their own part
+        if hasattr(section, "markdown") and section.name in summary:
+            lines.append(section.markdown(summary[section.name]))
     return "\n".join(lines) + "\n"
 
 

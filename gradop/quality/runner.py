@@ -1,9 +1,11 @@
 """Running the methods on the benchmark's paintings, with the same seeds for every method.
 
 The benchmark is a list of sections (SECTIONS). Each section takes the paintings it applies to
-and returns one row (a flat dict of scores) per generated image; report.py summarises rows by
-section. A new section (e.g. editing) is a class with `name`, `applies(painting)`,
-`run(context, painting)` and a summary in report.py, appended to SECTIONS.
+and returns one row (a flat dict of scores, "section" = its name) per generated image. The two
+built-in sections (guided, region) are summarised by summary.py. A new section (e.g. editing) is
+an object with `name`, `applies(painting)`, `run(context, painting) -> rows`, and optionally
+`summarise(rows) -> dict` (stored under its name in summary.json) and `markdown(part) -> str`
+(appended to the report), added to SECTIONS; nothing else needs to change.
 
 Rows are appended to `<out>/rows_<shard>.jsonl` as each painting finishes, so a run that is
 stopped keeps what it did and several shards can run side by side (`--shard i/n`).

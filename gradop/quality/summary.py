@@ -93,7 +93,9 @@ def promise_one(rows: list[dict], validation: dict) -> dict:
     won = sum(bool(v["winners"]) for v in result["strengths"].values())
     won_means = sum(bool(v["winners_on_means"]) for v in result["strengths"].values())
     result.update(won=won, won_on_means=won_means, compared=n)
-    if not valid:
+    if not n:
+        result["verdict"] = "not measured: no SDEdit setting was run"
+    elif not valid:
         result["verdict"] = "undecided: no realism signal passed validation"
     else:
         result["verdict"] = ("holds" if n and won == n else "does not hold") + \
@@ -130,6 +132,9 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
                 for w, e in per.items() if float(w) > 0), default=None)
     out["holding"] = [f"{s} w'={w}" for s, w in holding]
     out["best"] = {"setting": best[1], "region_strength": float(best[2]), "assigned_share": best[0]} if best else None
+    if not region:
+        out["verdict"] = "not measured: no colour-ambiguous paintings were run"
+        return out
     out["verdict"] = ("holds for " + ", ".join(out["holding"])) if holding else (
         "does not hold: no setting reaches a mean assigned-class share of 0.9"
         + (f" (best {best[0]:.2f}: {best[1]} at w'={best[2]})" if best else ""))
@@ -151,9 +156,15 @@ def _shares(rows):
 
 
 def summarise(rows: list[dict], config: dict | None = None) -> dict:
+    from gradop.quality.runner import SECTIONS
+
     validation = validate_signals(rows)
-    return {"config": config or {}, "validation": validation,
-            "paintings": {kind: len({r["painting"] for r in rows if r["kind"] == kind and r["section"] != "reference"})
-                          for kind in ("world", "app", "ambiguous")},
-            "guided": setting_table(rows), "promise_1": promise_one(rows, validation),
-            "promise_2": promise_two(rows, validation)}
+    summary = {"config": config or {}, "validation": validation,
+               "paintings": {kind: len({r["painting"] for r in rows if r["kind"] == kind and r["section"] != "reference"})
+                             for kind in ("world", "app", "ambiguous")},
+               "guided": setting_table(rows), "promise_1": promise_one(rows, validation),
+               "promise_2": promise_two(rows, validation)}
+    for section in SECTIONS:  # sections added later summarise themselves
+        if hasattr(section, "summarise"):
+            summary[section.name] = section.summarise(_rows(rows, section=section.name))
+    return summary
