@@ -98,10 +98,13 @@ def plot(summary: dict, path: Path) -> Path:
             ax.plot(*zip(*xy), color="tab:blue", label="SDEdit (strength 0.5 → 0.9)")
             for s, (x, y) in zip(sweep, xy):
                 ax.annotate(s.split()[1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="tab:blue")
-        markers = iter("s^vDP*X")
+        styles = iter(zip("s^vDP*X", ("tab:red", "tab:orange", "tab:brown", "tab:pink", "goldenrod", "darkred", "salmon")))
         for setting in table:
             if setting.startswith("gradop+"):
-                point(setting, color="tab:red", fmt=next(markers), label=setting)
+                marker, colour = next(styles)
+                x, y = point(setting, color=colour, fmt=marker, label=setting)
+                ax.annotate(setting.removeprefix("gradop+").strip() or "default", (x, y), textcoords="offset points",
+                            xytext=(4, -10), fontsize=8, color=colour)
         for setting, colour, fmt in (("gradop", "tab:purple", "h"), ("text2img", "tab:gray", "x"),
                                      ("sdedit 0.3 (reference)", "tab:cyan", "o")):
             if setting in table:

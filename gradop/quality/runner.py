@@ -204,7 +204,14 @@ def _plain(row: dict) -> dict:
 
 
 def read_rows(out: Path) -> list[dict]:
+    """Every row of every shard in `out`; a last line still being written by a running shard is skipped."""
     rows = []
     for path in sorted(out.glob("rows_*.jsonl")):
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i != len(lines) - 1:
+                    raise
     return rows
