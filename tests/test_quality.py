@@ -203,3 +203,29 @@ def test_sections_added_later_summarise_and_report_themselves(monkeypatch):
     summary = summarise(rows)
     assert summary["extra"] == {"images": 1}
     assert "## Extra section: 1 images" in markdown(summary)
+
+
+def test_resume_keeps_finished_paintings_and_runs_the_rest(monkeypatch, tmp_path):
+    from gradop.quality import runner
+
+    ran = []
+
+    class Recording:
+        name = "recording"
+
+        def applies(self, painting):
+            return True
+
+        def run(self, ctx, painting):
+            ran.append(painting.name)
+            return [{"section": self.name, "painting": painting.name, "kind": painting.kind, "image": 0}]
+
+    monkeypatch.setattr(runner, "SECTIONS", [Recording()])
+    ctx = runner.Context(pipe=None, judge=None)
+    paintings = benchmark_paintings(2, 1, 0)
+    path = runner.run_shard(ctx, paintings[:2], tmp_path, log=lambda _: None)
+    with path.open("a") as handle:
+        handle.write('{"section": "recording", "painting": "cut off')  # a shard stopped mid-write
+    runner.run_shard(ctx, paintings, tmp_path, resume=True, log=lambda _: None)
+    assert ran == [p.name for p in paintings[:2]] + [paintings[2].name]
+    assert [r["painting"] for r in runner.read_rows(tmp_path)] == [p.name for p in paintings]

@@ -44,6 +44,8 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--shard", default="0/1", help="i/n: run paintings i, i+n, ... (merge the shards with --merge)")
     parser.add_argument("--merge", action="store_true", help="only summarise the rows already in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep this shard's finished paintings in --out and run only the rest (same options)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
 
@@ -110,8 +112,12 @@ def _run(args, guided, region, shard, shards, command) -> None:
               "region_strengths": args.region_strengths, "references": args.references, "shard": args.shard,
               "threads": args.threads, "started": started}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"config_{shard}.json").write_text(json.dumps(config, indent=1) + "\n")
-    run_shard(ctx, paintings, args.out, shard, shards, references=args.references,
+    previous = args.out / f"config_{shard}.json"
+    if args.resume and previous.exists():  # the wall time counts from the first start
+        config["started"] = json.loads(previous.read_text()).get("started", started)
+        config["resumed"] = started  # the wall time then includes the pause
+    previous.write_text(json.dumps(config, indent=1) + "\n")
+    run_shard(ctx, paintings, args.out, shard, shards, references=args.references, resume=args.resume,
               log=lambda line: print(line, file=sys.stderr, flush=True))
     config.update(finished=time.time(), load_average=os.getloadavg())
     (args.out / f"config_{shard}.json").write_text(json.dumps(config, indent=1) + "\n")

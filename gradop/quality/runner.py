@@ -181,16 +181,20 @@ def reference_rows(ctx: Context, indices) -> list[dict]:
 
 
 def run_shard(ctx: Context, paintings: list[Painting], out: Path, shard: int = 0, shards: int = 1,
-              references: int = 0, log=print) -> Path:
+              references: int = 0, resume: bool = False, log=print) -> Path:
     """Run every section on this shard's paintings (every shards-th, from shard) and append
-    the rows to out/rows_<shard>.jsonl; returns that file."""
+    the rows to out/rows_<shard>.jsonl; returns that file. With `resume`, paintings (and
+    references) already in that file are kept and skipped (rerun with the same options)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"rows_{shard}.jsonl"
-    path.write_text("")
-    mine = paintings[shard::shards]
+    kept = _complete_rows(path) if resume and path.exists() else []
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    finished = {r["painting"] for r in kept}
+    mine = [p for p in paintings[shard::shards] if p.name not in finished]
     started = time.time()
     with path.open("a") as file:
-        file.write("".join(json.dumps(r) + "\n" for r in reference_rows(ctx, range(shard, references, shards))))
+        todo = [i for i in range(shard, references, shards) if f"reference-{i:03d}" not in finished]
+        file.write("".join(json.dumps(r) + "\n" for r in reference_rows(ctx, todo)))
         for done, painting in enumerate(mine, 1):
             rows = [row for section in SECTIONS if section.applies(painting) for row in section.run(ctx, painting)]
             file.write("".join(json.dumps(_plain(r)) + "\n" for r in rows))
@@ -203,15 +207,19 @@ def _plain(row: dict) -> dict:
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()}
 
 
-def read_rows(out: Path) -> list[dict]:
-    """Every row of every shard in `out`; a last line still being written by a running shard is skipped."""
+def _complete_rows(path: Path) -> list[dict]:
+    """The rows of one shard file; a last line still being written (or cut off) is skipped."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
     rows = []
-    for path in sorted(out.glob("rows_*.jsonl")):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        for i, line in enumerate(lines):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i != len(lines) - 1:
-                    raise
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise
     return rows
+
+
+def read_rows(out: Path) -> list[dict]:
+    """Every row of every shard in `out`."""
+    return [row for path in sorted(out.glob("rows_*.jsonl")) for row in _complete_rows(path)]
