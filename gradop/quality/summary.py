@@ -130,14 +130,20 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
                and (not judge_ok or e["realism_change"]["judge"]["high"] >= 0)]
     best = max(((e["assigned_share"]["mean"], setting, w) for setting, per in out["by_setting"].items()
                 for w, e in per.items() if float(w) > 0), default=None)
+    for label in ("natural", "swapped"):  # the best mean per kind of assignment, for the verdict line
+        out[f"best_{label}"] = max(((e[label]["assigned_share"]["mean"], setting, float(w))
+                                    for setting, per in out["by_setting"].items() for w, e in per.items()
+                                    if float(w) > 0 and e[label]["images"]), default=None)
     out["holding"] = [f"{s} w'={w}" for s, w in holding]
     out["best"] = {"setting": best[1], "region_strength": float(best[2]), "assigned_share": best[0]} if best else None
     if not region:
         out["verdict"] = "not measured: no colour-ambiguous paintings were run"
         return out
+    detail = "; ".join(f"best {label} {b[0]:.2f} ({b[1]} at w'={b[2]})"
+                       for label in ("natural", "swapped") if (b := out[f"best_{label}"]))
     out["verdict"] = ("holds for " + ", ".join(out["holding"])) if holding else (
         "does not hold: no setting reaches a mean assigned-class share of 0.9"
-        + (f" (best {best[0]:.2f}: {best[1]} at w'={best[2]})" if best else ""))
+        + (f" (best {best[0]:.2f}: {best[1]} at w'={best[2]}; {detail})" if best else ""))
     return out
 
 
