@@ -133,9 +133,12 @@ def _summarise(out: Path, command: str) -> int:
         raise ValueError(f"no benchmark rows in {out}; run `gradop bench quality --out {out}` first")
     shards = [json.loads(p.read_text()) for p in sorted(out.glob("config_*.json"))]
     config = dict(shards[0]) if shards else {}
-    config["shards"] = [{k: s.get(k) for k in ("shard", "command", "started", "finished", "load_average")} for s in shards]
-    if shards and all("finished" in s for s in shards):
-        config["wall_minutes"] = round((max(s["finished"] for s in shards) - min(s["started"] for s in shards)) / 60, 1)
+    config["shards"] = [{k: s.get(k) for k in ("shard", "command", "started", "finished", "stopped", "note", "load_average")}
+                        for s in shards]
+    ends = [s.get("finished", s.get("stopped")) for s in shards]
+    if shards and all(ends):  # a shard stopped by hand records "stopped" instead of "finished"
+        config["wall_minutes"] = round((max(ends) - min(s["started"] for s in shards)) / 60, 1)
+        config["complete"] = all("finished" in s for s in shards)
     config["merge_command"] = command
     summary = summarise(rows, config)
     files = write_outputs(summary, rows, out)
