@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="print the parameters stored in a gradop PNG")
     info.add_argument("image", type=Path)
+
+    from gradop.quality.command import add_quality_arguments
+
+    benches = commands.add_parser("bench", help="measure gradop").add_subparsers(dest="bench", required=True)
+    add_quality_arguments(benches.add_parser("quality", help="the quality benchmark: GradOP+ vs SDEdit, region words"))
     return parser
 
 
@@ -393,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     for library in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):  # their import-time warnings, too
         os.environ.setdefault(library, "error")
     args = build_parser().parse_args(argv)
-    handlers = {"generate": generate, "regions": list_regions, "info": show_info}
+    from gradop.quality.command import run_quality
+
+    handlers = {"generate": generate, "regions": list_regions, "info": show_info, "bench": run_quality}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt as error:

@@ -1,0 +1,172 @@
+"""The benchmark's files: every score (JSON and CSV), the summary (JSON), a markdown report,
+the realism-vs-faithfulness plot (matplotlib, the optional `bench` extra) and a contact sheet."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from gradop.grid import labelled_grid
+from gradop.quality import runner
+from gradop.quality.runner import SDEDIT_STRENGTHS
+from gradop.quality.summary import FAITHFULNESS, SIGNALS, VALID_AUC
+
+SHEET_COLUMNS = ("text2img", "sdedit_0.5", "sdedit_0.7", "sdedit_0.9", "gradop+", "gradop+_median", "gradop")
+
+
+def _ci(entry: dict, digits: int = 3) -> str:
+    return f"{entry['mean']:.{digits}f} [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# Quality benchmark\n", f"Command: `{summary['config'].get('command', '')}`\n",
+             "Paintings: " + ", ".join(f"{n} {kind}" for kind, n in summary["paintings"].items())
+             + f"; {summary['config'].get('seeds', '?')} seeds each; {summary['config'].get('steps', '?')} steps."
+             " Means with 95% bootstrap CIs over paintings.\n",
+             (f"Wall time: {summary['config']['wall_minutes']} min"
+              + ("" if summary['config'].get("complete", True) else " (stopped before every painting was done: "
+                 + "; ".join(s.get("note") or "" for s in summary["config"].get("shards", [])[:1]) + ")")
+              + (f"; load average at the end {load}" if (load := summary['config'].get('shards', [{}])[0].get('load_average')) else "")
+              + ".\n"
+              if "wall_minutes" in summary["config"] else ""),
+             "## Realism signals: validation (AUC on known answers)\n",
+             f"A signal is used for verdicts only if every known-answer AUC is >= {VALID_AUC}.\n",
+             "| signal | photo vs world strokes | photo vs app paintings | text2img vs SDEdit 0.3 | text2img vs SDEdit 0.5 (info) | valid |",
+             "|---|---|---|---|---|---|"]
+    for name, v in summary["validation"].items():
+        lines.append(f"| {name} | {v['photo_vs_world_strokes']:.3f} | {v['photo_vs_app_paintings']:.3f} | "
+                     f"{v['text2img_vs_sdedit_0.3']:.3f} | {v['text2img_vs_sdedit_0.5 (info)']:.3f} | "
+                     f"{'yes' if v['valid'] else 'NO'} |")
+    lines += ["\n## Promise 1: GradOP+ vs SDEdit (world + app paintings)\n",
+              "Blurred L2, painted L2 and region colour error: lower is closer to the strokes. "
+              "Realism: judge = the judge's P(photo); texture = share of non-flat 3x3 windows. Higher is more photo-like.\n",
+              "| setting | blurred L2 | painted L2 | region colour error | realism (judge) | realism (texture) | s/image |",
+              "|---|---|---|---|---|---|---|"]
+    for setting, t in summary["guided"].items():
+        lines.append(f"| {setting} | " + " | ".join(_ci(t[k], 4 if "l2" in k else 3) for k in FAITHFULNESS)
+                     + " | " + " | ".join(_ci(t[f"realism_{s}"]) for s in SIGNALS) + f" | {t['seconds_per_image']:.2f} |")
+    p1 = summary["promise_1"]
+    lines += [f"\nVerdict: **{p1['verdict']}**. Validated signals: {', '.join(p1['validated_signals']) or 'none'}.\n",
+              "Each GradOP+ setting minus SDEdit at each strength (paired by painting and seed; win = share of images where "
+              "GradOP+ is better):\n",
+              "| SDEdit | GradOP+ setting | blurred L2 diff (win) | realism judge diff (win) | realism texture diff (win) | wins |",
+              "|---|---|---|---|---|---|"]
+    for strength, s in p1["strengths"].items():
+        for gp, c in s["comparisons"].items():
+            cells = [f"{_ci(c['blurred_l2_diff'], 4)} ({c['blurred_l2_diff']['win_rate']:.2f})"]
+            cells += [f"{_ci(c[f'realism_{sig}_diff'])} ({c[f'realism_{sig}_diff']['win_rate']:.2f})" for sig in SIGNALS]
+            lines.append(f"| {strength} | {gp} | " + " | ".join(cells) + f" | {'yes' if c['wins'] else 'no'} |")
+    p2 = summary["promise_2"]
+    lines += ["\n## Promise 2: region words on colour-ambiguous regions\n",
+              "Share of the region's pixels the judge labels as the assigned word's class (and as the competing class); "
+              "w'=0 is no control. natural = the word that matches where the colour was painted; swapped = the other.\n",
+              "| setting | w' | assigned share | natural | swapped | competing share | cases >= 0.9 | realism (judge) | "
+              "realism change vs w'=0 (judge) | s/image |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for setting, per in p2["by_setting"].items():
+        for w, e in per.items():
+            change = _ci(e["realism_change"]["judge"]) if "realism_change" in e else "—"
+            lines.append(f"| {setting} | {w} | {_ci(e['assigned_share'])} | {e['natural']['assigned_share']['mean']:.3f} | "
+                         f"{e['swapped']['assigned_share']['mean']:.3f} | {_ci(e['competing_share'])} | "
+                         f"{e['cases_at_or_above_0.9']:.3f} | {_ci(e['realism_judge'])} | {change} | "
+                         f"{e['seconds_per_image']:.2f} |")
+    lines.append(f"\nVerdict: **{p2['verdict']}**.\n")
+    for section in runner.SECTIONS:  # sections added later write their own part
+        if hasattr(section, "markdown") and section.name in summary:
+            lines.append(section.markdown(summary[section.name]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> Path:
+    """Realism against blurred L2, one panel per realism signal: SDEdit's strength sweep as a
+    line, GradOP+ settings, GradOP and text2img as points, 95% CIs as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summary["guided"]
+    fig, axes = plt.subplots(1, len(SIGNALS), figsize=(6 * len(SIGNALS), 4.8))
+    for ax, signal in zip(axes, SIGNALS):
+        def point(setting, **style):
+            t = table[setting]
+            x, y = t["blurred_l2"], t[f"realism_{signal}"]
+            ax.errorbar([x["mean"]], [y["mean"]], xerr=[[x["mean"] - x["low"]], [x["high"] - x["mean"]]],
+                        yerr=[[y["mean"] - y["low"]], [y["high"] - y["mean"]]], capsize=3, **style)
+            return x["mean"], y["mean"]
+
+        sweep = [f"sdedit {s}" for s in SDEDIT_STRENGTHS if f"sdedit {s}" in table]
+        if sweep:
+            xy = [point(s, color="tab:blue", fmt="o") for s in sweep]
+            ax.plot(*zip(*xy), color="tab:blue", label="SDEdit (strength 0.5 → 0.9)")
+            for s, (x, y) in zip(sweep, xy):
+                ax.annotate(s.split()[1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="tab:blue")
+        styles = iter(zip("s^vDP*X", ("tab:red", "tab:orange", "tab:brown", "tab:pink", "goldenrod", "darkred", "salmon")))
+        for setting in table:
+            if setting.startswith("gradop+"):
+                marker, colour = next(styles)
+                x, y = point(setting, color=colour, fmt=marker, label=setting)
+                ax.annotate(setting.removeprefix("gradop+").strip() or "default", (x, y), textcoords="offset points",
+                            xytext=(4, -10), fontsize=8, color=colour)
+        for setting, colour, fmt in (("gradop", "tab:purple", "h"), ("text2img", "tab:gray", "x"),
+                                     ("sdedit 0.3 (reference)", "tab:cyan", "o")):
+            if setting in table:
+                point(setting, color=colour, fmt=fmt, label=setting)
+        valid = summary["validation"].get(signal, {}).get("valid")
+        ax.set_title(f"realism: {signal} ({'validated' if valid else 'FAILED validation'})")
+        ax.set_xlabel("blurred L2 to the strokes (lower = more faithful)")
+        ax.set_ylabel(f"realism ({signal}; higher = more photo-like)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def contact_sheet(images_dir: Path, path: Path, rows_per_kind: int = 3) -> Path | None:
+    """Strokes and outputs (first seed) of a few paintings: guided settings for world/app
+    paintings, no control vs each word at the strongest w' for ambiguous ones."""
+    folders = sorted(p for p in images_dir.iterdir() if p.is_dir()) if images_dir.is_dir() else []
+    if not folders:
+        return None
+    images, labels, columns = [], [], 1 + len(SHEET_COLUMNS)
+    for folder in folders:
+        files = {p.stem: p for p in folder.glob("*.png")}
+        if folder.name.startswith("ambiguous"):
+            region = sorted(k for k in files if k.startswith("gradop+_") and "_w" in k)
+            names = ["strokes", "gradop+"] + region[-4:]
+        else:
+            names = ["strokes", *SHEET_COLUMNS]
+        names = [n for n in names if n in files][:columns]
+        for n in names:
+            images.append(Image.open(files[n]).convert("RGB"))
+            labels.append(folder.name if n == "strokes" else n)
+        for _ in range(columns - len(names)):  # pad the row
+            images.append(Image.new("RGB", (8, 8), "white"))
+            labels.append("")
+    labelled_grid(images, labels, columns=columns, cell=128).save(path)
+    return path
+
+
+def write_outputs(summary: dict, rows: list[dict], out: Path) -> dict[str, Path]:
+    """All outputs under `out`; returns their paths by kind."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"summary": out / "summary.json", "scores_json": out / "scores.json", "scores_csv": out / "scores.csv",
+             "report": out / "report.md", "plot": out / "realism_vs_faithfulness.png"}
+    files["summary"].write_text(json.dumps(summary, indent=1) + "\n")
+    files["scores_json"].write_text(json.dumps(rows) + "\n")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with files["scores_csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    files["report"].write_text(markdown(summary))
+    plot(summary, files["plot"])
+    sheet = contact_sheet(out / "images", out / "contact_sheet.png")
+    if sheet:
+        files["contact_sheet"] = sheet
+    return files

@@ -1,0 +1,225 @@
+"""Running the methods on the benchmark's paintings, with the same seeds for every method.
+
+The benchmark is a list of sections (SECTIONS). Each section takes the paintings it applies to
+and returns one row (a flat dict of scores, "section" = its name) per generated image. The two
+built-in sections (guided, region) are summarised by summary.py. A new section (e.g. editing) is
+an object with `name`, `applies(painting)`, `run(context, painting) -> rows`, and optionally
+`summarise(rows) -> dict` (stored under its name in summary.json) and `markdown(part) -> str`
+(appended to the report), added to SECTIONS; nothing else needs to change.
+
+Rows are appended to `<out>/rows_<shard>.jsonl` as each painting finishes, so a run that is
+stopped keeps what it did and several shards can run side by side (`--shard i/n`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gradop.images import pil_to_tensor
+from gradop.quality.metrics import Judge, faithfulness, realism_signals, region_shares
+from gradop.quality.scenes import REFERENCE_SEED, Painting, _to_model_size, render_app_painting
+from gradop.regions import find_regions, spec_from_colors
+from gradop.world import render_photo, render_strokes, sample_scene, to_pil
+from gradop.world.scene import CLASS_ID
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One method with its knobs, under a short label used in every table."""
+
+    label: str
+    method: str
+    options: tuple = ()  # (name, value) pairs, hashable
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.options)
+
+
+SDEDIT_STRENGTHS = (0.5, 0.6, 0.7, 0.8, 0.9)
+GUIDED_SETTINGS = (
+    Setting("text2img", "text"),
+    *(Setting(f"sdedit {s}", "sdedit", (("strength", s),)) for s in SDEDIT_STRENGTHS),
+    Setting("gradop+", "gradop+"),
+    Setting("gradop+ it6", "gradop+", (("iterations", 6),)),
+    Setting("gradop+ s0.6", "gradop+", (("strength", 0.6),)),
+    Setting("gradop+ s0.9", "gradop+", (("strength", 0.9),)),
+    Setting("gradop+ median", "gradop+", (("painting", "median-palette"),)),
+    Setting("gradop", "gradop"),
+)
+# A generated reference that certainly keeps the painting's flat look: realism signals must
+# rank text2img above it (validation on generated images).
+PAINTING_LIKE_REFERENCE = Setting("sdedit 0.3 (reference)", "sdedit", (("strength", 0.3),))
+REGION_SETTINGS = (Setting("text2img", "text"), Setting("sdedit 0.8", "sdedit", (("strength", 0.8),)),
+                   Setting("gradop+", "gradop+"), Setting("gradop", "gradop"))
+REGION_STRENGTHS = (0.5, 2.0)
+SETTINGS_BY_LABEL = {s.label: s for s in (*GUIDED_SETTINGS, PAINTING_LIKE_REFERENCE)}
+
+
+@dataclass
+class Context:
+    """What every section needs: the loaded pipeline and judge, and the run's choices."""
+
+    pipe: object  # gradop.pipeline.GradopPipeline
+    judge: Judge
+    seeds: int = 2  # images per painting and setting (num_images, one generator seed per painting)
+    steps: int = 50
+    guided_settings: tuple = GUIDED_SETTINGS
+    region_settings: tuple = REGION_SETTINGS
+    region_strengths: tuple = REGION_STRENGTHS
+    images_dir: Path | None = None  # where example outputs for the contact sheet go
+    sheet_paintings: set = field(default_factory=set)  # names of paintings whose outputs are kept
+    signals: dict = field(init=False)
+
+    def __post_init__(self):
+        self.signals = realism_signals(self.judge)
+
+    def generate(self, painting: Painting, setting: Setting, seed: int, **extra) -> tuple[torch.Tensor, float]:
+        """(images (seeds, 3, H, W), seconds per image) for one setting on one painting."""
+        size = painting.image.size
+        start = time.perf_counter()
+        result = self.pipe.generate(setting.method, painting.caption, painting.image, seed=seed, steps=self.steps,
+                                    num_images=self.seeds, height=size[1], width=size[0], **setting.kwargs, **extra)
+        seconds = (time.perf_counter() - start) / self.seeds
+        if self.images_dir is not None and painting.name in self.sheet_paintings:
+            folder = self.images_dir / painting.name
+            folder.mkdir(parents=True, exist_ok=True)
+            painting.image.save(folder / "strokes.png")
+            tag = extra.get("regions") and f" {next(iter(extra['regions'].values()))} w{extra['region_strength']}"
+            result.images[0].save(folder / f"{setting.label}{tag or ''}.png".replace(" ", "_"))
+        return torch.cat([pil_to_tensor(image) for image in result.images]), seconds
+
+    def realism(self, images: torch.Tensor) -> dict[str, list[float]]:
+        return {f"realism_{name}": signal(images).tolist() for name, signal in self.signals.items()}
+
+
+def painting_seed(painting: Painting) -> int:
+    return 10_000 + painting.seed % 1_000_000  # fixed per painting, the same for every method
+
+
+class GuidedSection:
+    """Promise (1): every guided setting on the world and app paintings."""
+
+    name = "guided"
+
+    def applies(self, painting: Painting) -> bool:
+        return painting.kind in ("world", "app")
+
+    def run(self, ctx: Context, painting: Painting) -> list[dict]:
+        target = pil_to_tensor(painting.image)
+        masks = [r.mask for r in find_regions(painting.image)]
+        rows = []
+        # The reference needs at least one denoising step (int(steps * 0.3) >= 1; diffusers fails on 0).
+        reference = (PAINTING_LIKE_REFERENCE,) if int(ctx.steps * PAINTING_LIKE_REFERENCE.kwargs["strength"]) >= 1 else ()
+        for setting in (*ctx.guided_settings, *reference):
+            images, seconds = ctx.generate(painting, setting, painting_seed(painting))
+            scores = {**faithfulness(images, target, masks), **ctx.realism(images)}
+            for k in range(len(images)):
+                rows.append({"section": self.name, "painting": painting.name, "kind": painting.kind, "setting": setting.label,
+                             "method": setting.method, "image": k, "seconds": seconds,
+                             **{key: values[k] for key, values in scores.items()}})
+        return rows
+
+
+class RegionSection:
+    """Promise (2): colour-ambiguous paintings, each word assigned at several strengths, and no
+    control (strength 0), for every region setting."""
+
+    name = "region"
+
+    def applies(self, painting: Painting) -> bool:
+        return painting.kind == "ambiguous"
+
+    def run(self, ctx: Context, painting: Painting) -> list[dict]:
+        target = pil_to_tensor(painting.image)
+        rows = []
+        mask = spec_from_colors(painting.image, {painting.colour: painting.meanings[0][1]})[0].mask
+        for setting in ctx.region_settings:
+            runs = [(None, 0.0)] + [(word, w) for _, word in painting.meanings for w in ctx.region_strengths]
+            for word, strength in runs:
+                extra = {"regions": {painting.colour: word}, "region_strength": strength} if word else {}
+                images, seconds = ctx.generate(painting, setting, painting_seed(painting), **extra)
+                labels = ctx.judge.segment(images)
+                scores = {**faithfulness(images, target, [mask]), **ctx.realism(images)}
+                # Without control one image answers both questions: is it the first or the second meaning?
+                for cls, assigned_word in painting.meanings:
+                    if word is not None and assigned_word != word:
+                        continue
+                    competing = next(c for c, _ in painting.meanings if c != cls)
+                    shares = region_shares(labels, mask, CLASS_ID[cls], CLASS_ID[competing])
+                    for k in range(len(images)):
+                        rows.append({"section": self.name, "painting": painting.name, "kind": painting.kind,
+                                     "setting": setting.label, "method": setting.method, "image": k, "seconds": seconds,
+                                     "word": assigned_word, "assigned_class": cls, "competing_class": competing,
+                                     "natural": cls == painting.source, "region_strength": strength,
+                                     **{key: values[k] for key, values in {**scores, **shares}.items()}})
+        return rows
+
+
+SECTIONS = [GuidedSection(), RegionSection()]
+
+
+def reference_rows(ctx: Context, indices) -> list[dict]:
+    """Realism signals on held-out world photos, their stroke renderings and app-style
+    paintings of the same scenes (validation of every signal against known answers)."""
+    rows = []
+    for i in indices:
+        scene = sample_scene(REFERENCE_SEED + i)
+        views = {"photo": torch.from_numpy(render_photo(scene)).permute(2, 0, 1)[None],
+                 "world": pil_to_tensor(to_pil(render_strokes(scene))),
+                 "app": pil_to_tensor(_to_model_size(render_app_painting(scene), 64))}
+        for kind, image in views.items():
+            rows.append({"section": "reference", "painting": f"reference-{i:03d}", "kind": kind, "image": 0,
+                         **{k: v[0] for k, v in ctx.realism(image).items()}})
+    return rows
+
+
+def run_shard(ctx: Context, paintings: list[Painting], out: Path, shard: int = 0, shards: int = 1,
+              references: int = 0, resume: bool = False, log=print) -> Path:
+    """Run every section on this shard's paintings (every shards-th, from shard) and append
+    the rows to out/rows_<shard>.jsonl; returns that file. With `resume`, paintings (and
+    references) already in that file are kept and skipped (rerun with the same options)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"rows_{shard}.jsonl"
+    kept = _complete_rows(path) if resume and path.exists() else []
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    finished = {r["painting"] for r in kept}
+    mine = [p for p in paintings[shard::shards] if p.name not in finished]
+    started = time.time()
+    with path.open("a") as file:
+        todo = [i for i in range(shard, references, shards) if f"reference-{i:03d}" not in finished]
+        file.write("".join(json.dumps(r) + "\n" for r in reference_rows(ctx, todo)))
+        for done, painting in enumerate(mine, 1):
+            rows = [row for section in SECTIONS if section.applies(painting) for row in section.run(ctx, painting)]
+            file.write("".join(json.dumps(_plain(r)) + "\n" for r in rows))
+            file.flush()
+            log(f"shard {shard}/{shards}: {done}/{len(mine)} paintings, {time.time() - started:.0f} s")
+    return path
+
+
+def _plain(row: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()}
+
+
+def _complete_rows(path: Path) -> list[dict]:
+    """The rows of one shard file; a last line still being written (or cut off) is skipped."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise
+    return rows
+
+
+def read_rows(out: Path) -> list[dict]:
+    """Every row of every shard in `out`."""
+    return [row for path in sorted(out.glob("rows_*.jsonl")) for row in _complete_rows(path)]

@@ -1,0 +1,176 @@
+"""From rows to numbers and verdicts: signal validation, per-setting means with CIs, and the
+verdicts on gradop's two promises. Pure functions of the rows (shards merge by concatenation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradop.quality.metrics import auc, bootstrap_ci, paired
+from gradop.quality.runner import PAINTING_LIKE_REFERENCE, SDEDIT_STRENGTHS
+
+VALID_AUC = 0.75  # a realism signal must rank photos above paintings at least this well, on every reference pair
+SIGNALS = ("judge", "texture")
+FAITHFULNESS = ("blurred_l2", "painted_l2", "region_colour_error")
+SHARE_TARGET = 0.9
+
+
+def _rows(rows, **match):
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def _column(rows, key):
+    return [r[key] for r in rows]
+
+
+def validate_signals(rows: list[dict]) -> dict:
+    """AUC of each realism signal on pairs whose answer is known: world photos vs world stroke
+    paintings, photos vs app-style paintings, text2img vs SDEdit 0.3 outputs (generated images
+    that keep the painting's look). SDEdit 0.5 is reported too, for information: whether it looks
+    painted is what is being measured, not a known answer."""
+    ref = _rows(rows, section="reference")
+    guided = _rows(rows, section="guided")
+    out = {}
+    for name in SIGNALS:
+        key = f"realism_{name}"
+        photos = _column(_rows(ref, kind="photo"), key)
+        text = _column(_rows(guided, setting="text2img"), key)
+        checks = {
+            "photo_vs_world_strokes": auc(photos, _column(_rows(ref, kind="world"), key)),
+            "photo_vs_app_paintings": auc(photos, _column(_rows(ref, kind="app"), key)),
+            "text2img_vs_sdedit_0.3": auc(text, _column(_rows(guided, setting=PAINTING_LIKE_REFERENCE.label), key)),
+        }
+        known = [v for v in checks.values() if not np.isnan(v)]
+        out[name] = {**checks, "text2img_vs_sdedit_0.5 (info)": auc(text, _column(_rows(guided, setting="sdedit 0.5"), key)),
+                     "n_photos": len(photos), "n_text2img": len(text),
+                     "valid": bool(len(known) == len(checks) and min(known) >= VALID_AUC)}
+    return out
+
+
+def setting_table(rows: list[dict], section: str = "guided") -> dict:
+    """Mean and bootstrap CI (over paintings) of every score, per setting."""
+    table = {}
+    for setting in dict.fromkeys(_column(_rows(rows, section=section), "setting")):
+        sel = _rows(rows, section=section, setting=setting)
+        groups = _column(sel, "painting")
+        table[setting] = {key: bootstrap_ci(_column(sel, key), groups)
+                          for key in (*FAITHFULNESS, *(f"realism_{s}" for s in SIGNALS))}
+        table[setting]["seconds_per_image"] = float(np.mean(_column(sel, "seconds")))
+        table[setting]["images"] = len(sel)
+    return table
+
+
+def promise_one(rows: list[dict], validation: dict) -> dict:
+    """For each SDEdit strength: which GradOP+ settings have significantly higher realism (the
+    CI of the paired difference above 0) on every validated signal, at equal or better blurred
+    L2 (mean paired difference <= 0)? Every comparison is kept, wins or not."""
+    guided = _rows(rows, section="guided")
+    valid = [s for s in SIGNALS if validation.get(s, {}).get("valid")]
+    gp_settings = [s for s in dict.fromkeys(_column(guided, "setting")) if s.startswith("gradop+")]
+    result = {"validated_signals": valid, "strengths": {}}
+    for strength in SDEDIT_STRENGTHS:
+        sd = _rows(guided, setting=f"sdedit {strength}")
+        if not sd:
+            continue
+        comparisons = {}
+        for gp in gp_settings:
+            g = _rows(guided, setting=gp)
+            c = {"blurred_l2_diff": paired(g, sd, "blurred_l2"),
+                 **{f"realism_{s}_diff": paired(g, sd, f"realism_{s}") for s in SIGNALS}}
+            c["blurred_l2_diff"]["win_rate"] = 1 - c["blurred_l2_diff"]["win_rate"]  # lower L2 wins
+            c["l2_equal_or_better"] = c["blurred_l2_diff"]["mean"] <= 0
+            c["realism_significant"] = {s: c[f"realism_{s}_diff"]["low"] > 0 for s in SIGNALS}
+            c["realism_higher_mean"] = {s: c[f"realism_{s}_diff"]["mean"] > 0 for s in SIGNALS}
+            c["wins"] = bool(valid) and c["l2_equal_or_better"] and all(c["realism_significant"][s] for s in valid)
+            c["wins_on_means"] = bool(valid) and c["l2_equal_or_better"] and all(c["realism_higher_mean"][s] for s in valid)
+            comparisons[gp] = c
+        result["strengths"][str(strength)] = {
+            "comparisons": comparisons,
+            "winners": [gp for gp, c in comparisons.items() if c["wins"]],
+            "winners_on_means": [gp for gp, c in comparisons.items() if c["wins_on_means"]],
+        }
+    n = len(result["strengths"])
+    won = sum(bool(v["winners"]) for v in result["strengths"].values())
+    won_means = sum(bool(v["winners_on_means"]) for v in result["strengths"].values())
+    result.update(won=won, won_on_means=won_means, compared=n)
+    if not n:
+        result["verdict"] = "not measured: no SDEdit setting was run"
+    elif not valid:
+        result["verdict"] = "undecided: no realism signal passed validation"
+    else:
+        result["verdict"] = ("holds" if n and won == n else "does not hold") + \
+            f": GradOP+ won (significantly more realistic at equal or better blurred L2) at {won} of {n} SDEdit strengths" + \
+            f" ({won_means} of {n} on plain means)"
+    return result
+
+
+def promise_two(rows: list[dict], validation: dict) -> dict:
+    """Per region setting and strength: the assigned class's share of the region (mean, CI),
+    the competing class's share, the share of cases >= 0.9, and realism with control minus
+    without (paired, to catch collapses); split into natural and swapped assignments too."""
+    region = _rows(rows, section="region")
+    out = {"by_setting": {}}
+    for setting in dict.fromkeys(_column(region, "setting")):
+        sel = _rows(region, setting=setting)
+        base = [r for r in sel if r["region_strength"] == 0]
+        per = {}
+        for strength in sorted({r["region_strength"] for r in sel}):
+            cur = [r for r in sel if r["region_strength"] == strength]
+            entry = _shares(cur)
+            for label, natural in (("natural", True), ("swapped", False)):
+                entry[label] = _shares([r for r in cur if r["natural"] == natural])
+            if strength:
+                entry["realism_change"] = {s: paired(_keyed(cur), _keyed(base), f"realism_{s}") for s in SIGNALS}
+            entry["seconds_per_image"] = float(np.mean(_column(cur, "seconds"))) if cur else float("nan")
+            per[str(strength)] = entry
+        out["by_setting"][setting] = per
+    judge_ok = validation.get("judge", {}).get("valid", False)
+    holding = [(setting, w) for setting, per in out["by_setting"].items() for w, e in per.items()
+               if float(w) > 0 and e["assigned_share"]["mean"] >= SHARE_TARGET
+               and (not judge_ok or e["realism_change"]["judge"]["high"] >= 0)]
+    best = max(((e["assigned_share"]["mean"], setting, w) for setting, per in out["by_setting"].items()
+                for w, e in per.items() if float(w) > 0), default=None)
+    for label in ("natural", "swapped"):  # the best mean per kind of assignment, for the verdict line
+        out[f"best_{label}"] = max(((e[label]["assigned_share"]["mean"], setting, float(w))
+                                    for setting, per in out["by_setting"].items() for w, e in per.items()
+                                    if float(w) > 0 and e[label]["images"]), default=None)
+    out["holding"] = [f"{s} w'={w}" for s, w in holding]
+    out["best"] = {"setting": best[1], "region_strength": float(best[2]), "assigned_share": best[0]} if best else None
+    if not region:
+        out["verdict"] = "not measured: no colour-ambiguous paintings were run"
+        return out
+    detail = "; ".join(f"best {label} {b[0]:.2f} ({b[1]} at w'={b[2]})"
+                       for label in ("natural", "swapped") if (b := out[f"best_{label}"]))
+    out["verdict"] = ("holds for " + ", ".join(out["holding"])) if holding else (
+        "does not hold: no setting reaches a mean assigned-class share of 0.9"
+        + (f" (best {best[0]:.2f}: {best[1]} at w'={best[2]}; {detail})" if best else ""))
+    return out
+
+
+def _keyed(rows):
+    # Region rows pair by painting, image and word (one image per word at a strength > 0).
+    return [{**r, "painting": f"{r['painting']}|{r['word']}"} for r in rows]
+
+
+def _shares(rows):
+    groups = _column(rows, "painting")
+    return {"assigned_share": bootstrap_ci(_column(rows, "assigned_share"), groups),
+            "competing_share": bootstrap_ci(_column(rows, "competing_share"), groups),
+            "cases_at_or_above_0.9": float(np.mean([r["assigned_share"] >= SHARE_TARGET for r in rows])) if rows else float("nan"),
+            "realism_judge": bootstrap_ci(_column(rows, "realism_judge"), groups),
+            "images": len(rows)}
+
+
+def summarise(rows: list[dict], config: dict | None = None) -> dict:
+    from gradop.quality.runner import SECTIONS
+
+    validation = validate_signals(rows)
+    summary = {"config": config or {}, "validation": validation,
+               "paintings": {kind: len({r["painting"] for r in rows if r["kind"] == kind and r["section"] != "reference"})
+                             for kind in ("world", "app", "ambiguous")},
+               "guided": setting_table(rows), "promise_1": promise_one(rows, validation),
+               "promise_2": promise_two(rows, validation)}
+    for section in SECTIONS:  # sections added later summarise themselves
+        if hasattr(section, "summarise"):
+            summary[section.name] = section.summarise(_rows(rows, section=section.name))
+    return summary

@@ -1,0 +1,231 @@
+"""The quality benchmark (gradop.quality): its paintings, metrics and statistics, and the
+`gradop bench quality` harness end to end on the demo model (2 paintings, 2 steps). The end-to-end
+test checks that the harness runs and writes its outputs; it does not check gradop's claims."""
+
+import ast
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gradop.cli import main
+from gradop.quality.metrics import auc, bootstrap_ci, faithfulness, paired, region_shares, texture_share
+from gradop.quality.scenes import (AMBIGUOUS_PAIRS, APP_PALETTE, ambiguous_painting, app_painting, benchmark_paintings,
+                                   world_painting)
+from gradop.regions import find_regions, nearest_region, word_occurrences
+from gradop.world.scene import HELDOUT_SEED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_app_palette_is_the_apps():
+    tree = ast.parse((ROOT / "app.py").read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "PALETTE")
+    assert ast.literal_eval(node.value) == APP_PALETTE
+
+
+def test_app_paintings_use_only_palette_colours_and_canvas():
+    painting = app_painting(3)
+    colours = {tuple(c) for c in np.asarray(painting.drawing).reshape(-1, 3)}
+    allowed = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in APP_PALETTE} | {(255, 255, 255)}
+    assert colours <= allowed and len(colours) >= 4
+    assert (np.asarray(painting.drawing) == 255).all(-1).mean() > 0.005  # some white canvas shows
+    assert painting.image.size == (64, 64) and painting.seed >= HELDOUT_SEED
+
+
+@pytest.mark.parametrize("index", range(len(AMBIGUOUS_PAIRS) * 2))
+def test_ambiguous_paintings_have_the_colour_region_and_name_both_words(index):
+    painting = ambiguous_painting(index)
+    (first, first_word), (second, second_word) = painting.meanings
+    assert word_occurrences(painting.caption, first_word) == 1 and word_occurrences(painting.caption, second_word) == 1
+    region = nearest_region(find_regions(painting.image), painting.colour)
+    assert region.area_fraction >= 0.01
+    # Exactly one region wears the ambiguous colour (the competing class is painted otherwise).
+    close = [r for r in find_regions(painting.image) if np.abs(np.subtract(r.color, region.color)).sum() < 40]
+    assert len(close) == 1
+    assert painting.source == (first if (index // len(AMBIGUOUS_PAIRS)) % 2 == 0 else second)
+
+
+def test_benchmark_paintings_interleave_kinds_and_never_use_training_seeds():
+    paintings = benchmark_paintings(2, 2, 2)
+    assert [p.kind for p in paintings] == ["world", "app", "ambiguous"] * 2
+    assert all(p.seed >= HELDOUT_SEED for p in paintings)
+    assert world_painting(0).caption == paintings[0].caption  # deterministic
+
+
+def test_texture_share_separates_flat_paint_from_texture():
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    rng = torch.Generator().manual_seed(0)
+    noisy = (0.4 + 0.1 * torch.randn(1, 3, 32, 32, generator=rng)).clamp(0, 1)
+    assert texture_share(flat).item() == 0
+    assert texture_share(noisy).item() > 0.95
+
+
+def test_faithfulness_is_zero_for_the_strokes_themselves_and_grows_with_change():
+    target = torch.zeros(1, 3, 16, 16)
+    target[:, 2, :8] = 1.0  # blue top half on black
+    masks = [r.mask for r in find_regions(Image.fromarray((target[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)))]
+    shifted = target.clone()
+    shifted[:, 0] += 0.3
+    scores = faithfulness(torch.cat([target, shifted]), target, masks)
+    assert scores["blurred_l2"][0] == pytest.approx(0, abs=1e-7) and scores["blurred_l2"][1] > 0.02
+    assert scores["region_colour_error"][0] == pytest.approx(0, abs=1e-6)
+    assert scores["region_colour_error"][1] == pytest.approx(0.3, abs=1e-4)
+
+
+def test_region_shares_count_the_regions_pixels_per_class():
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, :2] = 6
+    labels[0, 2, :2] = 3
+    mask = np.zeros((4, 4), bool)
+    mask[1:3] = True  # 4 pixels of class 6, 2 of class 3, 2 of class 0
+    shares = region_shares(labels, mask, assigned=6, competing=3)
+    assert shares == {"assigned_share": [0.5], "competing_share": [0.25]}
+
+
+def test_statistics_auc_bootstrap_and_paired_wins():
+    assert auc([2, 3], [0, 1]) == 1.0 and auc([0, 1], [2, 3]) == 0.0 and auc([1], [1]) == 0.5
+    ci = bootstrap_ci([1.0, 1.2, 3.0, 3.2], ["a", "a", "b", "b"])
+    assert ci["n"] == 2 and ci["mean"] == pytest.approx(2.1) and ci["low"] <= 2.1 <= ci["high"]
+    rows_a = [{"painting": p, "image": 0, "x": v} for p, v in zip("abcd", (2.0, 3.0, 4.0, 0.0))]
+    rows_b = [{"painting": p, "image": 0, "x": 1.0} for p in "abcd"]
+    diff = paired(rows_a, rows_b, "x")
+    assert diff["mean"] == pytest.approx(1.25) and diff["win_rate"] == 0.75
+
+
+def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
+    out = tmp_path / "quality"
+    code = main(["bench", "quality", "--world", "1", "--app", "0", "--ambiguous", "1", "--steps", "2", "--seeds", "2",
+                 "--settings", "text2img", "sdedit 0.5", "gradop+", "--region-settings", "gradop+",
+                 "--region-strengths", "1.0", "--references", "2", "--sheet", "1", "--out", str(out)])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "rows_0.jsonl").read_text().splitlines()]
+    guided = [r for r in rows if r["section"] == "guided"]
+    region = [r for r in rows if r["section"] == "region"]
+    assert {r["setting"] for r in guided} == {"text2img", "sdedit 0.5", "gradop+"} and len(guided) == 3 * 2
+    # No control answers for both words; each word at w'=1: 2 images each.
+    assert len(region) == (2 + 2) * 2 and {r["region_strength"] for r in region} == {0.0, 1.0}
+    assert len([r for r in rows if r["section"] == "reference"]) == 2 * 3
+    for r in rows:
+        for key, value in r.items():
+            if isinstance(value, float):
+                assert math.isfinite(value), (key, r)
+    with (out / "scores.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == len(rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["guided"]) == {"text2img", "sdedit 0.5", "gradop+"}
+    assert summary["promise_1"]["verdict"] and summary["promise_2"]["verdict"]
+    report = (out / "report.md").read_text()
+    assert "| setting | blurred L2 |" in report and "| gradop+ |" in report and "Promise 2" in report
+    for name in ("realism_vs_faithfulness.png", "contact_sheet.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 300 and image.size[1] > 100
+    assert "promise 1:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--shard", "2/2"], "--shard '2/2'"),
+    (["--settings", "sdedit 0.42"], "unknown setting 'sdedit 0.42'"),
+    (["--merge"], "no benchmark rows"),
+])
+def test_bench_quality_bad_input_is_one_line(tmp_path, capsys, extra, message):
+    assert main(["bench", "quality", "--out", str(tmp_path / "empty"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def _synthetic_rows(gradop_realism: float, gradop_l2: float) -> list[dict]:
+    """Rows with known answers: photos score 0.9, paintings 0.1 (both signals valid); SDEdit at
+    every strength has realism 0.5 and blurred L2 0.05; GradOP+ as given (plus noise)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(20):
+        for kind, value in (("photo", 0.9), ("world", 0.1), ("app", 0.1)):
+            rows.append({"section": "reference", "painting": f"r{i}", "kind": kind, "image": 0,
+                         "realism_judge": value + rng.normal(0, 0.02), "realism_texture": value + rng.normal(0, 0.02)})
+        settings = {"text2img": (0.9, 0.2), "sdedit 0.3 (reference)": (0.1, 0.01), "gradop+": (gradop_realism, gradop_l2),
+                    **{f"sdedit {s}": (0.5, 0.05) for s in (0.5, 0.6, 0.7, 0.8, 0.9)}}
+        for setting, (real, l2) in settings.items():
+            for k in range(2):
+                noisy = lambda v: float(v + rng.normal(0, 0.01))  # noqa: E731
+                rows.append({"section": "guided", "painting": f"p{i}", "kind": "world", "setting": setting,
+                             "method": setting.split()[0], "image": k, "seconds": 1.0, "blurred_l2": noisy(l2),
+                             "painted_l2": noisy(l2), "region_colour_error": noisy(l2), "realism_judge": noisy(real),
+                             "realism_texture": noisy(real)})
+    return rows
+
+
+def test_promise_one_verdict_follows_the_paired_differences():
+    from gradop.quality.summary import summarise
+
+    better = summarise(_synthetic_rows(gradop_realism=0.7, gradop_l2=0.04))
+    assert all(v["valid"] for v in better["validation"].values())
+    assert better["promise_1"]["won"] == 5 and better["promise_1"]["verdict"].startswith("holds")
+    worse_l2 = summarise(_synthetic_rows(gradop_realism=0.7, gradop_l2=0.08))["promise_1"]
+    assert worse_l2["won"] == 0 and worse_l2["verdict"].startswith("does not hold")
+    same_realism = summarise(_synthetic_rows(gradop_realism=0.5, gradop_l2=0.04))["promise_1"]
+    assert same_realism["won"] == 0
+
+
+def test_a_signal_that_fails_validation_is_not_used(monkeypatch):
+    from gradop.quality.summary import summarise
+
+    rows = _synthetic_rows(gradop_realism=0.7, gradop_l2=0.04)
+    for r in rows:
+        if r["section"] == "reference" and r["kind"] == "photo":
+            r["realism_texture"] = 0.0  # photos now score below paintings on texture
+    summary = summarise(rows)
+    assert not summary["validation"]["texture"]["valid"] and summary["validation"]["judge"]["valid"]
+    assert summary["promise_1"]["validated_signals"] == ["judge"]
+
+
+def test_sections_added_later_summarise_and_report_themselves(monkeypatch):
+    from gradop.quality import runner
+    from gradop.quality.report import markdown
+    from gradop.quality.summary import summarise
+
+    class Extra:
+        name = "extra"
+
+        def summarise(self, rows):
+            return {"images": len(rows)}
+
+        def markdown(self, part):
+            return f"## Extra section: {part['images']} images"
+
+    monkeypatch.setattr(runner, "SECTIONS", [*runner.SECTIONS, Extra()])
+    rows = _synthetic_rows(0.7, 0.04) + [{"section": "extra", "painting": "e0", "kind": "world", "image": 0}]
+    summary = summarise(rows)
+    assert summary["extra"] == {"images": 1}
+    assert "## Extra section: 1 images" in markdown(summary)
+
+
+def test_resume_keeps_finished_paintings_and_runs_the_rest(monkeypatch, tmp_path):
+    from gradop.quality import runner
+
+    ran = []
+
+    class Recording:
+        name = "recording"
+
+        def applies(self, painting):
+            return True
+
+        def run(self, ctx, painting):
+            ran.append(painting.name)
+            return [{"section": self.name, "painting": painting.name, "kind": painting.kind, "image": 0}]
+
+    monkeypatch.setattr(runner, "SECTIONS", [Recording()])
+    ctx = runner.Context(pipe=None, judge=None)
+    paintings = benchmark_paintings(2, 1, 0)
+    path = runner.run_shard(ctx, paintings[:2], tmp_path, log=lambda _: None)
+    with path.open("a") as handle:
+        handle.write('{"section": "recording", "painting": "cut off')  # a shard stopped mid-write
+    runner.run_shard(ctx, paintings, tmp_path, resume=True, log=lambda _: None)
+    assert ran == [p.name for p in paintings[:2]] + [paintings[2].name]
+    assert [r["painting"] for r in runner.read_rows(tmp_path)] == [p.name for p in paintings]
