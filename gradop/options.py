@@ -148,11 +148,9 @@ class GuidanceKnobs(Knobs):
 
     lr: float = knob(0.1, "learning rate", above=0, help="Adam learning rate")
     painting: str = knob("blur", "painting function", choices=PAINTING_FUNCTIONS, help="painting function f")
-    # "linear" matched the full VAE on held-out demo scenes (bench/eval_guidance_quality.py):
-    # faithfulness and realism within 5%, at a negligible cost per Adam step.
-    guidance_decoder: str = knob("linear", "guidance decoder", choices=GUIDANCE_DECODERS,
+    guidance_decoder: str = knob("vae", "guidance decoder", choices=GUIDANCE_DECODERS,
                                  help="what decodes latents inside the optimisation (gradop.decoders); "
-                                      "'vae' is the release's exact path; the final image always uses the full VAE")
+                                      "the final image always uses the full VAE")
     guidance_early_stop: float = knob(0.0, "early stop", low=0, high=1,
                                       help="end an optimisation once the loss changes by less than this "
                                            "fraction per step (0: always run every step)")
