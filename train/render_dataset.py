@@ -1,6 +1,7 @@
-"""Pre-render world scenes to a .npz cache (photos, strokes, masks as uint8, captions).
+"""Pre-render world scenes to a .npz cache: every domain (photos, paintings, crayons), the
+strokes and the masks as uint8, and one caption per domain (captions = the photo captions).
 
-    .venv/bin/python train/render_dataset.py --start 0 --count 16000 --out build/world/train.npz
+    .venv/bin/python train/render_dataset.py --start 0 --count 12000 --out build/world2/train.npz
 
 Deterministic: scene i uses seed start + i. Held-out sets use seeds from 1_000_000 (see
 gradop.world.HELDOUT_SEED); training never sees them.
@@ -16,16 +17,15 @@ import numpy as np
 
 
 def _render(seed: int):
-    from gradop.world import caption, render_masks, render_photo, render_strokes, sample_scene, scene_classes
+    from gradop.world import DOMAINS, caption, render, render_masks, sample_scene, scene_classes
     from gradop.world.scene import CLASS_ID
 
     scene = sample_scene(seed)
-    photo = (render_photo(scene) * 255 + 0.5).astype(np.uint8)
-    strokes = (render_strokes(scene) * 255 + 0.5).astype(np.uint8)
+    images = [(render(scene, d) * 255 + 0.5).astype(np.uint8) for d in DOMAINS + ("strokes",)]
     flags = np.zeros(len(CLASS_ID), np.uint8)
     for name in scene_classes(scene):
         flags[CLASS_ID[name]] = 1
-    return photo, strokes, render_masks(scene), caption(scene), flags
+    return (*images, render_masks(scene), *[caption(scene, domain=d) for d in DOMAINS], flags)
 
 
 def render_range(start: int, count: int, workers: int = 2) -> dict:
@@ -35,9 +35,11 @@ def render_range(start: int, count: int, workers: int = 2) -> dict:
             rows = pool.map(_render, seeds, chunksize=64)
     else:
         rows = [_render(s) for s in seeds]
-    photos, strokes, masks, captions, flags = zip(*rows)
-    return dict(photos=np.stack(photos), strokes=np.stack(strokes), masks=np.stack(masks),
-                captions=np.array(captions), flags=np.stack(flags), seeds=np.arange(start, start + count))
+    photos, paintings, crayons, strokes, masks, cap_photo, cap_painting, cap_crayon, flags = zip(*rows)
+    return dict(photos=np.stack(photos), paintings=np.stack(paintings), crayons=np.stack(crayons),
+                strokes=np.stack(strokes), masks=np.stack(masks), captions=np.array(cap_photo),
+                captions_painting=np.array(cap_painting), captions_crayon=np.array(cap_crayon),
+                flags=np.stack(flags), seeds=np.arange(start, start + count))
 
 
 def main() -> None:

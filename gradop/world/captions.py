@@ -22,6 +22,16 @@ WORD_CLASSES = {
     "snow": "snow", "snowy": "snow", "winter": "snow", "tree": "tree", "trees": "tree", "pine": "tree",
     "pines": "tree", "forest": "tree", "oak": "tree", "house": "house", "houses": "house", "hut": "house",
     "huts": "house", "cabin": "house", "cabins": "house", "cottage": "house", "cottages": "house",
+    "boat": "boat", "boats": "boat", "sailboat": "boat", "rock": "rock", "rocks": "rock", "boulder": "rock",
+    "boulders": "rock",
+}
+
+# How a caption names each rendering domain (world v2). Photo captions sometimes name no
+# domain at all, so that an unprefixed prompt means "photo", the target domain.
+DOMAIN_PREFIXES = {
+    "photo": ["a photo of", "a photo of", "a photo of", "a photograph of", "a realistic photo of", "a picture of", ""],
+    "painting": ["a painting of", "a painting of", "a flat painting of", "a cartoon of", "a flat cartoon of"],
+    "crayon": ["a crayon drawing of", "a crayon drawing of", "a drawing of", "a marker drawing of", "a child drawing of"],
 }
 
 # Every word the caption generator can emit plus a few that people commonly type; the demo
@@ -36,7 +46,9 @@ VOCABULARY = sorted(set(WORD_CLASSES) | {
     "beautiful", "nature", "outdoor", "countryside", "shore", "coast", "boat", "bird", "birds", "flowers",
     "there", "is", "are", "it", "its", "from", "to", "into", "through", "along", "across", "around",
     "background", "foreground", "lots", "many", "one", "four", "five", "realistic", "detailed",
-})
+    "photograph", "flat", "crayon", "drawing", "marker", "child", "sketch", "close", "up", "huge",
+    "grey", "sailing", "watercolor", "cartoon", "art",
+} | {w for prefixes in DOMAIN_PREFIXES.values() for p in prefixes for w in p.split()})
 
 
 def _plural(word: str, n: int) -> str:
@@ -83,6 +95,18 @@ def phrases(scene: dict, rng: np.random.Generator) -> dict[str, str]:
         p["hill"] = str(rng.choice(["hills", "green hills", "rolling hills"] if scene["ground"] != "snow" else ["hills", "white hills"]))
     if scene["clouds"]:
         p["cloud"] = str(rng.choice(["clouds", "white clouds", "a few clouds"] if scene["sky"] != "night" else ["clouds", "dark clouds"]))
+    if scene["rocks"]:
+        n, big = len(scene["rocks"]), scene["closeup"] == "rock"
+        p["rock"] = str(rng.choice(["a big rock", "a huge boulder", "a large grey rock"] if big else
+                                   (["a rock", "a grey rock", "a boulder"] if n == 1 else ["rocks", "some rocks", "grey rocks", "boulders"])))
+    if scene["boats"]:
+        big = scene["closeup"] == "boat"
+        p["boat"] = str(rng.choice(["a big boat", "a large sailboat", "a big sailboat"] if big else
+                                   (["a boat", "a sailboat", "a small boat"] if len(scene["boats"]) == 1 else ["two boats", "boats", "two sailboats"])))
+    if scene["closeup"] == "house" and "house" in p:
+        p["house"] = p["house"].replace("a small ", "a big ").replace("a little ", "a big ")
+    if scene["closeup"] == "tree" and "tree" in p and not p["tree"].startswith("a big"):
+        p["tree"] = "a big " + ("pine tree" if scene["pine"] else "tree") + (" and some trees" if len(scene["trees"]) > 1 else "")
     if scene["sun"]:
         p["sun"] = str(rng.choice(["the sun", "a bright sun"] if scene["sky"] == "day" else ["the sun", "the setting sun", "a red sun"]))
     if scene["moon"]:
@@ -90,13 +114,21 @@ def phrases(scene: dict, rng: np.random.Generator) -> dict[str, str]:
     return p
 
 
-def caption(scene: dict, seed: int | None = None) -> str:
-    """A natural caption naming every optional class in the scene (deterministic per seed)."""
+def caption(scene: dict, seed: int | None = None, domain: str = "photo") -> str:
+    """A natural caption naming every optional class in the scene and the rendering domain
+    ("photo", "painting" or "crayon"; deterministic per seed)."""
+    if domain not in DOMAIN_PREFIXES:
+        raise ValueError(f"unknown domain {domain!r}; use one of {', '.join(DOMAIN_PREFIXES)}")
     rng = np.random.default_rng(scene["seed"] * 7919 + 13 if seed is None else seed)
     p = phrases(scene, rng)
     sky_objects = [p.pop(k) for k in ("sun", "moon", "cloud") if k in p]
-    order = [k for k in ("house", "tree", "water", "mountain", "hill") if k in p]
-    rng.shuffle(order)
+    order = [k for k in ("house", "tree", "boat", "rock", "water", "mountain", "hill") if k in p]
+    if scene["closeup"] in order:  # the big subject comes first
+        rest = [k for k in order if k != scene["closeup"]]
+        rng.shuffle(rest)
+        order = [scene["closeup"]] + rest
+    else:
+        rng.shuffle(order)
     ground = p[scene["ground"]]
     things = [p[k] for k in order]
     sky = scene["sky"]
@@ -108,12 +140,10 @@ def caption(scene: dict, seed: int | None = None) -> str:
     if sky_objects:
         joined = _join(sky_objects)
         sky_clause = (sky_clause + " with " + joined) if sky_clause else ("with " + joined + " in the sky")
-    prefix = str(rng.choice(["a photo of", "a picture of", "a landscape with", "a view of", "", "a photo of"]))
+    prefix = str(rng.choice(DOMAIN_PREFIXES[domain]))
     style = rng.integers(0, 3)
     if not things:
         body = f"{ground}" if style else f"a {_ground_adj(scene)} landscape"
-        if not style and prefix in ("a landscape with",):
-            prefix = ""
     elif style == 0:
         body = f"{things[0]} on {ground}" + (f" with {_join(things[1:])}" if things[1:] else "")
     elif style == 1:
@@ -122,8 +152,6 @@ def caption(scene: dict, seed: int | None = None) -> str:
         body = f"{things[0]} beside " + (f"{_join(things[1:])} on {ground}" if things[1:] else ground)
     if not style and not things:
         body += f" of {ground}" if scene["ground"] != "snow" else ""
-    if prefix == "a landscape with" and body.startswith("a "):
-        pass
     text = " ".join(x for x in (prefix, body, sky_clause) if x)
     return " ".join(text.split())
 
