@@ -11,8 +11,8 @@ import torch
 from gradop.images import pil_to_tensor
 from gradop.pipeline import GradopPipeline
 from gradop.world import render_masks, render_photo, render_strokes, sample_scene, to_pil
-from gradop.world.judge import DEFAULT_JUDGE, load_judge
-from gradop.world.scene import HELDOUT_SEED
+from gradop.world.judge import DEFAULT_JUDGE, Judge, load_judge
+from gradop.world.scene import CLASSES, HELDOUT_SEED
 
 DEMO = Path(__file__).resolve().parents[1] / "pretrained_models" / "gradop-demo"
 STEPS = 20
@@ -81,3 +81,15 @@ def test_gradop_plus_follows_the_strokes(demo_pipe):
     target = paint(pil_to_tensor(strokes))
     l2 = [float((paint(pil_to_tensor(r.images[0])) - target).pow(2).mean()) for r in (guided, free)]
     assert l2[0] < l2[1]
+
+
+def test_a_judge_of_the_first_classes_still_loads(tmp_path):
+    # World v2 appended classes; a judge trained on the first ones (v1) keeps working on those.
+    Judge(8, 8, CLASSES[:12]).save(tmp_path / "old")
+    old = load_judge(tmp_path / "old")
+    assert old.classes == CLASSES[:12]
+    x = torch.rand(2, 3, 32, 32)
+    assert old.segment(x).max() < 12 and all(found <= set(CLASSES[:12]) for found in old.present(x))
+    Judge(8, 8, ("sky", "sea")).save(tmp_path / "other")
+    with pytest.raises(ValueError, match="trained for other classes"):
+        load_judge(tmp_path / "other")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from gradop.world import (CLASSES, CLASS_ID, OPTIONAL_CLASSES, VOCABULARY, caption, caption_classes, render_masks,
-                          render_photo, render_strokes, sample_scene, scene_classes)
+from gradop.world import (CLASSES, CLASS_ID, DOMAINS, OPTIONAL_CLASSES, VOCABULARY, caption, caption_classes, render,
+                          render_masks, render_photo, render_strokes, sample_scene, scene_classes)
 
 SEEDS = range(12)
 
@@ -84,3 +84,65 @@ def test_caption_words_are_single_tokens():
 def test_class_table():
     assert len(CLASSES) >= 10 and CLASS_ID["sky"] == 0
     assert set(OPTIONAL_CLASSES) == set(CLASSES) - {"sky"}
+
+
+def _inside_region_change(image: np.ndarray, masks: np.ndarray) -> float:
+    """Median colour change between horizontal neighbours inside one class region."""
+    same = masks[:, 1:] == masks[:, :-1]
+    return float(np.median(np.abs(np.diff(image, axis=1)).sum(-1)[same]))
+
+
+def test_every_domain_renders_the_same_scene_deterministically():
+    scene = sample_scene(7)
+    assert np.array_equal(render(scene), render_photo(scene))
+    assert np.array_equal(render(scene, "strokes"), render_strokes(scene))
+    for domain in DOMAINS:
+        a, b = render(scene, domain), render(sample_scene(7), domain)
+        assert a.shape == (64, 64, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+        assert np.array_equal(a, b)
+        assert render(scene, domain, size=32).shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="unknown domain 'oil'"):
+        render(scene, "oil")
+
+
+def test_domains_share_the_layout_but_not_the_look():
+    for seed in range(6):
+        scene = sample_scene(seed)
+        masks = render_masks(scene)
+        photo, painting, crayon = (render(scene, d) for d in DOMAINS)
+        # Flat painting: no texture inside regions, dark outlines between them.
+        assert _inside_region_change(painting, masks) < _inside_region_change(photo, masks)
+        edges = np.zeros(masks.shape, bool)
+        edges[:, 1:] = masks[:, 1:] != masks[:, :-1]
+        assert painting.sum(-1)[edges].mean() < painting.sum(-1)[~edges].mean()
+        # Crayon: paper shows between hatch lines, so it is lighter than the painting and textured.
+        assert crayon.mean() > painting.mean()
+        assert _inside_region_change(crayon, masks) > _inside_region_change(painting, masks)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_captions_name_the_domain_and_the_same_classes(seed):
+    scene = sample_scene(seed)
+    texts = {d: caption(scene, domain=d) for d in DOMAINS}
+    assert texts["photo"] == caption(scene)
+    for text in texts.values():
+        assert caption_classes(text) & set(OPTIONAL_CLASSES) == scene_classes(scene) - {"sky"}
+    words = {d: set(t.split()) for d, t in texts.items()}
+    assert not words["photo"] & {"painting", "cartoon", "drawing", "crayon"}
+    assert words["painting"] & {"painting", "cartoon"} and "drawing" in words["crayon"]
+    with pytest.raises(ValueError, match="unknown domain"):
+        caption(scene, domain="oil")
+
+
+def test_every_class_is_sometimes_big_enough_to_steer():
+    # Region control needs classes that can cover a region of 1/5 x 1/5 of the image or more.
+    largest = dict.fromkeys(CLASSES, 0.0)
+    closeups = set()
+    for seed in range(300):
+        scene = sample_scene(seed)
+        closeups.add(scene["closeup"])
+        masks = render_masks(scene)
+        for c, name in enumerate(CLASSES):
+            largest[name] = max(largest[name], float((masks == c).mean()))
+    assert all(v >= 1 / 25 for v in largest.values()), largest
+    assert {"house", "tree", "rock", "boat"} <= closeups

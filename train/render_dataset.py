@@ -1,7 +1,9 @@
 """Pre-render world scenes to a .npz cache: every domain (photos, paintings, crayons), the
 strokes and the masks as uint8, and one caption per domain (captions = the photo captions).
 
-    .venv/bin/python train/render_dataset.py --start 0 --count 12000 --out build/world2/train.npz
+    .venv/bin/python train/render_dataset.py --start 0 --count 6000 --out build/world2/train.npz
+
+(or in shards, one process each, then --merge shard files --out build/world2/train.npz)
 
 Deterministic: scene i uses seed start + i. Held-out sets use seeds from 1_000_000 (see
 gradop.world.HELDOUT_SEED); training never sees them.
@@ -48,8 +50,14 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=16000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="build/world/train.npz")
+    ap.add_argument("--merge", nargs="+", default=[], help="concatenate these rendered shards into --out instead")
     args = ap.parse_args()
     t0 = time.time()
+    if args.merge:
+        shards = [np.load(p) for p in args.merge]
+        np.savez(args.out, **{k: np.concatenate([s[k] for s in shards]) for k in shards[0].files})
+        print(f"merged {len(shards)} shards -> {args.out}")
+        return
     data = render_range(args.start, args.count, args.workers)
     np.savez(args.out, **data)
     print(f"rendered {args.count} scenes in {time.time() - t0:.0f} s -> {args.out}")
