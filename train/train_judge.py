@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradop.painting import gaussian_blur  # noqa: E402
-from gradop.world.judge import Judge, flatten_regions  # noqa: E402
+from gradop.world.judge import Judge, flatten_regions, load_judge  # noqa: E402
 from train.common import Logger, load_cache  # noqa: E402
 
 SEG_DOMAINS = (("photos", 0.4), ("paintings", 0.2), ("crayons", 0.2), ("strokes", 0.2))
@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--real-width", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init", default="", help="continue from this judge folder (its widths)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -105,7 +106,7 @@ def main() -> None:
         vae = AutoencoderKL.from_pretrained(args.vae).eval()
     batches = Batches(data, args.latents_dir, vae)
     n_scenes, masks = len(data["photos"]), data["masks"]
-    judge = Judge(args.seg_width, args.real_width).train()
+    judge = (load_judge(args.init) if args.init else Judge(args.seg_width, args.real_width)).train()
     opt = torch.optim.AdamW(judge.parameters(), lr=args.lr, weight_decay=1e-4)
     log = Logger(Path("logs") / f"{Path(args.out).name}_log.jsonl")
     names, weights = zip(*SEG_DOMAINS)

@@ -3,10 +3,12 @@ Diffusion (same diffusers classes and data flow) for the procedural world, 64x64
 
 - tokenizer: CLIP byte-level BPE whose merges make every world word (captions.VOCABULARY) one
   token; other words are spelt in byte tokens, as CLIP does for rare words. 48 tokens max.
-- text encoder: CLIPTextModel, width 64, 2 layers (trained jointly with the UNet).
-- VAE: AutoencoderKL with 3 blocks = 4x downsampling: 64x64x3 <-> 16x16x4.
-- UNet: UNet2DConditionModel on 16x16x4 latents, cross-attention at 16x16 and 8x8 (and the
-  4x4 mid block), epsilon prediction.
+- text encoder: CLIPTextModel (trained jointly with the UNet); v1 width 64, 2 layers; v2
+  width 128, 4 layers.
+- VAE: AutoencoderKL with 3 blocks = 4x downsampling: 64x64x3 <-> 16x16x4 (v2 keeps v1's
+  encoder, so the latent space is the same).
+- UNet: UNet2DConditionModel on 16x16x4 latents, epsilon prediction; v1 cross-attention at
+  16x16 and 8x8 (and the 4x4 mid block), v2 at every resolution.
 - scheduler: DDIM with the SD betas (scaled_linear 0.00085..0.012, 1000 steps, steps_offset 1).
 The training scripts in train/ build these and fill in the weights.
 """

@@ -4,10 +4,12 @@ Both are plain torch modules trained by train/train_judge.py on world renderings
 as pretrained_models/gradop-demo/judge/judge.safetensors. Inputs are (B, 3, H, W) float
 tensors in [0, 1] (any H, W divisible by 4; trained at 64x64).
 
-- Segmenter: pixel class logits over gradop.world.CLASSES.
-- Realism: one logit per image, photo-domain (high) versus painted look (low): trained on
-  photos versus stroke renderings, flattened photos (each region filled with its mean colour)
-  and blurred photos.
+- Segmenter: pixel class logits over gradop.world.CLASSES (a judge trained before classes were
+  appended reads the first ones; Judge.classes says which).
+- Realism: one logit per image, P(photo domain) against the painted domains. v2: photos
+  against flat paintings, crayon drawings, strokes and flattened photos, half of them seen
+  through the demo VAE (so sharpness is not the cue; the domain is). v1: photos against
+  strokes, flattened photos and blurred photos.
 """
 
 from __future__ import annotations
