@@ -1,7 +1,8 @@
 """Quick held-out measurements of judge v2 and the demo model v2 (issue 10).
 
     .venv/bin/python train/eval_v2.py judge --judge build/judge2 --n 300 --out logs/eval_judge2.json
-    .venv/bin/python train/eval_v2.py model --model build/demo2 --judge build/judge2 --n 40 --out logs/eval_model2.json
+    .venv/bin/python train/eval_v2.py model --model build/demo2 --judge build/judge2 --n 40 \
+        --images build/eval/gen_demo2.npz --out logs/eval_model2.json   # again with other --judge: re-scores
 
 judge: segmenter pixel accuracy / mean IoU per domain and realism accuracy (photo > 0.5,
 painting domains < 0.5), on rendered held-out scenes and on their VAE reconstructions.
@@ -62,32 +63,42 @@ def judge_eval(judge, vae, n: int) -> dict:
     return out
 
 
-def model_eval(pipe, judge, n: int, steps: int) -> dict:
-    from gradop.images import pil_to_tensor
-    from gradop.painting import make_painting_fn
-
-    paint = make_painting_fn("blur", 64, 64)
-    rows = []
-    for i in range(n):
+def generate_all(pipe, n: int, steps: int, first: int = 0) -> dict[str, np.ndarray]:
+    """Per method, (n, 64, 64, 3) uint8 generations on held-out scenes first..first+n-1
+    (seed i for scene i)."""
+    out: dict[str, list] = {}
+    for i in range(first, first + n):
         scene = sample_scene(HELDOUT_SEED + OFFSET + i)
         strokes = to_pil(render(scene, "strokes"))
-        target = paint(pil_to_tensor(strokes))
         photo_text, paint_text = caption(scene, domain="photo"), caption(scene, domain="painting")
         gens = {"text_photo": pipe.generate("text", photo_text, steps=steps, seed=i),
                 "text_painting": pipe.generate("text", paint_text, steps=steps, seed=i),
                 "gradop+": pipe.generate("gradop+", photo_text, strokes, steps=steps, seed=i)}
         for s in (0.5, 0.6, 0.7):
             gens[f"sdedit_{s}"] = pipe.generate("sdedit", photo_text, strokes, strength=s, steps=steps, seed=i)
-        row = {"seed": HELDOUT_SEED + OFFSET + i, "caption": photo_text}
         for name, result in gens.items():
-            x = pil_to_tensor(result.images[0])
+            out.setdefault(name, []).append(np.asarray(result.images[0]))
+        print(f"scene {i + 1}/{n}", flush=True)
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def model_eval(images: dict[str, np.ndarray], judge) -> dict:
+    from gradop.painting import make_painting_fn
+
+    paint = make_painting_fn("blur", 64, 64)
+    rows = []
+    for i in range(len(images["text_photo"])):
+        scene = sample_scene(HELDOUT_SEED + OFFSET + i)
+        target = paint(_x([render(scene, "strokes")]))
+        row = {"seed": HELDOUT_SEED + OFFSET + i, "caption": caption(scene)}
+        for name in images:
+            x = _x([images[name][i].astype(np.float32) / 255])
             row[f"{name}/realism"] = float(judge.realism(x)[0])
             row[f"{name}/l2"] = float((paint(x) - target).pow(2).mean())
         named = scene_classes(scene) - {"sky"}
-        found = judge.present(pil_to_tensor(gens["text_photo"].images[0]))[0]
+        found = judge.present(_x([images["text_photo"][i].astype(np.float32) / 255]))[0]
         row["named"], row["found"] = sorted(named), sorted(found & named)
         rows.append(row)
-        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     keys = [k for k in rows[0] if "/" in k]
     summary = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
     pairs = [(r["text_photo/realism"], r["text_painting/realism"]) for r in rows]
@@ -124,6 +135,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--images", nargs="+", default=[],
+                    help="model: the generations' .npz (written if missing; existing ones, in scene order, are re-scored)")
+    ap.add_argument("--first", type=int, default=0, help="model: the first held-out scene (for shards)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -132,11 +146,20 @@ def main() -> None:
         from diffusers import AutoencoderKL
 
         result = judge_eval(load_judge(args.judge), AutoencoderKL.from_pretrained(args.vae).eval() if args.vae else None, args.n)
+    elif args.what == "model" and args.images and all(Path(p).is_file() for p in args.images):
+        parts = [np.load(p) for p in args.images]
+        result = model_eval({k: np.concatenate([p[k] for p in parts]) for k in parts[0].files}, load_judge(args.judge))
     else:
         from gradop.pipeline import GradopPipeline
 
         pipe = GradopPipeline.from_pretrained(args.model, device="cpu")
-        result = model_eval(pipe, load_judge(args.judge), args.n, args.steps) if args.what == "model" else timing(pipe)
+        if args.what == "timing":
+            result = timing(pipe)
+        else:
+            images = generate_all(pipe, args.n, args.steps, args.first)
+            if args.images:
+                np.savez(args.images[0], **images)
+            result = {"first": args.first, **model_eval(images, load_judge(args.judge))} if args.first == 0 else {"first": args.first}
     result = {"command": " ".join(sys.argv), "wall_s": round(time.time() - t0, 1), **result}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--domains", default="", help="v2: domain:weight list, e.g. photos:0.5,paintings:0.25,crayons:0.25")
     ap.add_argument("--latents-dir", default="", help="v2: folder with latents_<domain>.pt (train/encode_latents.py)")
     ap.add_argument("--init-unet", default="", help="warm start: a UNet2DConditionModel folder")
+    ap.add_argument("--init-text", default="", help="continue: a CLIPTextModel folder of the same shape")
     ap.add_argument("--text-width", type=int, default=TEXT_WIDTH)
     ap.add_argument("--text-layers", type=int, default=2)
     ap.add_argument("--cross-everywhere", action="store_true", help="cross-attention at every resolution")
@@ -138,6 +139,10 @@ def main() -> None:
     text_encoder = demo_text_encoder(tokenizer, seed=args.seed, width=args.text_width, layers=args.text_layers).train()
     unet = demo_unet(seed=args.seed, channels=tuple(int(c) for c in args.channels.split(",")), heads=args.heads,
                      text_width=args.text_width, cross_everywhere=args.cross_everywhere).train()
+    if args.init_text:
+        from transformers import CLIPTextModel
+
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(args.init_text).state_dict())
     if args.init_unet:
         from diffusers import UNet2DConditionModel
 
