@@ -10,7 +10,7 @@ model: on held-out scenes, text2img with the scene's photo caption and with its 
 caption (realism accuracy: can the judge tell them apart?), named-class presence in the photo
 outputs, SDEdit at 0.5 / 0.6 / 0.7 and default GradOP+ on the scene's strokes with the photo
 caption (realism, blurred L2 to the strokes), and the wall time of one default GradOP+ image.
-Held-out scenes use seeds from gradop.world.scene.HELDOUT_SEED (+ 20,000 here).
+Held-out scenes are world-2 scenes with seeds from gradop.world.scene.HELDOUT_SEED (+ 20,000 here).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from gradop.world.judge import load_judge  # noqa: E402
 from gradop.world.scene import HELDOUT_SEED  # noqa: E402
 
 OFFSET = 20_000
+WORLD = 2  # world v2 scenes (sample_scene's default is world 1, the shipped model's)
 DOMAINS = ("photo", "painting", "crayon", "strokes")
 
 
@@ -41,7 +42,7 @@ def _x(images: list[np.ndarray]) -> torch.Tensor:
 
 
 def judge_eval(judge, vae, n: int) -> dict:
-    scenes = [sample_scene(HELDOUT_SEED + OFFSET + i) for i in range(n)]
+    scenes = [sample_scene(HELDOUT_SEED + OFFSET + i, world=WORLD) for i in range(n)]
     y = torch.from_numpy(np.stack([render_masks(s) for s in scenes])).long()
     out: dict = {}
     for d in DOMAINS:
@@ -68,7 +69,7 @@ def generate_all(pipe, n: int, steps: int, first: int = 0) -> dict[str, np.ndarr
     (seed i for scene i)."""
     out: dict[str, list] = {}
     for i in range(first, first + n):
-        scene = sample_scene(HELDOUT_SEED + OFFSET + i)
+        scene = sample_scene(HELDOUT_SEED + OFFSET + i, world=WORLD)
         strokes = to_pil(render(scene, "strokes"))
         photo_text, paint_text = caption(scene, domain="photo"), caption(scene, domain="painting")
         gens = {"text_photo": pipe.generate("text", photo_text, steps=steps, seed=i),
@@ -88,7 +89,7 @@ def model_eval(images: dict[str, np.ndarray], judge) -> dict:
     paint = make_painting_fn("blur", 64, 64)
     rows = []
     for i in range(len(images["text_photo"])):
-        scene = sample_scene(HELDOUT_SEED + OFFSET + i)
+        scene = sample_scene(HELDOUT_SEED + OFFSET + i, world=WORLD)
         target = paint(_x([render(scene, "strokes")]))
         row = {"seed": HELDOUT_SEED + OFFSET + i, "caption": caption(scene)}
         for name in images:
@@ -115,7 +116,7 @@ def model_eval(images: dict[str, np.ndarray], judge) -> dict:
 
 
 def timing(pipe, repeats: int = 3) -> dict:
-    scene = sample_scene(HELDOUT_SEED + OFFSET)
+    scene = sample_scene(HELDOUT_SEED + OFFSET, world=WORLD)
     strokes, text = to_pil(render(scene, "strokes")), caption(scene)
     times = []
     for r in range(repeats):

@@ -1,4 +1,4 @@
-"""Reconstruction L1 (pixels in [-1, 1]) of VAEs on held-out world v2 scenes, per domain.
+"""Reconstruction L1 (pixels in [-1, 1]) of VAEs on held-out world-2 scenes (world=2), per domain.
 
     .venv/bin/python train/eval_vae.py pretrained_models/gradop-demo/vae build/vae2_dec --n 200
 """
@@ -26,7 +26,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from diffusers import AutoencoderKL
 
-    scenes = [sample_scene(HELDOUT_SEED + 20_000 + i) for i in range(args.n)]
+    scenes = [sample_scene(HELDOUT_SEED + 20_000 + i, world=2) for i in range(args.n)]
     images = {d: torch.from_numpy(np.stack([render(s, d) for s in scenes])).permute(0, 3, 1, 2) * 2 - 1
               for d in ("photo", "painting", "crayon", "strokes")}
     for folder in args.vaes:

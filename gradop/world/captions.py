@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradop.world.scene import scene_world
+
 
 COUNT_WORDS = {2: "two", 3: "three"}
 
@@ -33,6 +35,8 @@ DOMAIN_PREFIXES = {
     "painting": ["a painting of", "a painting of", "a flat painting of", "a cartoon of", "a flat cartoon of"],
     "crayon": ["a crayon drawing of", "a crayon drawing of", "a drawing of", "a marker drawing of", "a child drawing of"],
 }
+# World 1's photo captions (the demo model's), kept as they were: world-1 scenes use these.
+WORLD1_PHOTO_PREFIXES = ["a photo of", "a picture of", "a landscape with", "a view of", "", "a photo of"]
 
 # Every word the caption generator can emit plus a few that people commonly type; the demo
 # tokenizer gives each of these a single token.
@@ -95,17 +99,18 @@ def phrases(scene: dict, rng: np.random.Generator) -> dict[str, str]:
         p["hill"] = str(rng.choice(["hills", "green hills", "rolling hills"] if scene["ground"] != "snow" else ["hills", "white hills"]))
     if scene["clouds"]:
         p["cloud"] = str(rng.choice(["clouds", "white clouds", "a few clouds"] if scene["sky"] != "night" else ["clouds", "dark clouds"]))
-    if scene["rocks"]:
-        n, big = len(scene["rocks"]), scene["closeup"] == "rock"
+    closeup = scene.get("closeup")  # world 2 only, like rocks and boats
+    if scene.get("rocks"):
+        n, big = len(scene["rocks"]), closeup == "rock"
         p["rock"] = str(rng.choice(["a big rock", "a huge boulder", "a large grey rock"] if big else
                                    (["a rock", "a grey rock", "a boulder"] if n == 1 else ["rocks", "some rocks", "grey rocks", "boulders"])))
-    if scene["boats"]:
-        big = scene["closeup"] == "boat"
+    if scene.get("boats"):
+        big = closeup == "boat"
         p["boat"] = str(rng.choice(["a big boat", "a large sailboat", "a big sailboat"] if big else
                                    (["a boat", "a sailboat", "a small boat"] if len(scene["boats"]) == 1 else ["two boats", "boats", "two sailboats"])))
-    if scene["closeup"] == "house" and "house" in p:
+    if closeup == "house" and "house" in p:
         p["house"] = p["house"].replace("a small ", "a big ").replace("a little ", "a big ")
-    if scene["closeup"] == "tree" and "tree" in p and not p["tree"].startswith("a big"):
+    if closeup == "tree" and "tree" in p and not p["tree"].startswith("a big"):
         p["tree"] = "a big " + ("pine tree" if scene["pine"] else "tree") + (" and some trees" if len(scene["trees"]) > 1 else "")
     if scene["sun"]:
         p["sun"] = str(rng.choice(["the sun", "a bright sun"] if scene["sky"] == "day" else ["the sun", "the setting sun", "a red sun"]))
@@ -116,17 +121,19 @@ def phrases(scene: dict, rng: np.random.Generator) -> dict[str, str]:
 
 def caption(scene: dict, seed: int | None = None, domain: str = "photo") -> str:
     """A natural caption naming every optional class in the scene and the rendering domain
-    ("photo", "painting" or "crayon"; deterministic per seed)."""
+    ("photo", "painting" or "crayon"; deterministic per seed). World-1 photo captions are
+    exactly world 1's (its prefixes, no domain words beyond "photo"/"picture")."""
     if domain not in DOMAIN_PREFIXES:
         raise ValueError(f"unknown domain {domain!r}; use one of {', '.join(DOMAIN_PREFIXES)}")
     rng = np.random.default_rng(scene["seed"] * 7919 + 13 if seed is None else seed)
     p = phrases(scene, rng)
     sky_objects = [p.pop(k) for k in ("sun", "moon", "cloud") if k in p]
     order = [k for k in ("house", "tree", "boat", "rock", "water", "mountain", "hill") if k in p]
-    if scene["closeup"] in order:  # the big subject comes first
-        rest = [k for k in order if k != scene["closeup"]]
+    closeup = scene.get("closeup")
+    if closeup in order:  # the big subject comes first
+        rest = [k for k in order if k != closeup]
         rng.shuffle(rest)
-        order = [scene["closeup"]] + rest
+        order = [closeup] + rest
     else:
         rng.shuffle(order)
     ground = p[scene["ground"]]
@@ -140,10 +147,13 @@ def caption(scene: dict, seed: int | None = None, domain: str = "photo") -> str:
     if sky_objects:
         joined = _join(sky_objects)
         sky_clause = (sky_clause + " with " + joined) if sky_clause else ("with " + joined + " in the sky")
-    prefix = str(rng.choice(DOMAIN_PREFIXES[domain]))
+    world1_photo = domain == "photo" and scene_world(scene) == 1
+    prefix = str(rng.choice(WORLD1_PHOTO_PREFIXES if world1_photo else DOMAIN_PREFIXES[domain]))
     style = rng.integers(0, 3)
     if not things:
         body = f"{ground}" if style else f"a {_ground_adj(scene)} landscape"
+        if world1_photo and not style and prefix == "a landscape with":  # no "a landscape with a ... landscape"
+            prefix = ""
     elif style == 0:
         body = f"{things[0]} on {ground}" + (f" with {_join(things[1:])}" if things[1:] else "")
     elif style == 1:

@@ -4,6 +4,12 @@ A scene is a small dict of parameters (sky kind, horizon, which objects, their p
 colours), drawn from one numpy Generator. `layers(scene, size)` turns it into the ordered list
 of (class id, coverage mask, extra) that the photo, strokes and mask renderers all paint from,
 so the three views of a scene always agree.
+
+World versions: world 1 (the default) is the world the shipped demo model, the judge and every
+published benchmark were made on; `sample_scene(seed)` gives exactly its scenes. World 2
+(`sample_scene(seed, world=2)`) adds boats, rocks, close-ups and a bigger sun, moon, mountains,
+trees and houses. A scene records its version in scene["world"]; captions and renderers follow
+the scene. World-1 scenes have no "rocks", "boats", "boat_colour" or "closeup" entries.
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ OPTIONAL_CLASSES = tuple(c for c in CLASSES if c != "sky")
 GROUNDS = ("grass", "sand", "snow")
 SKIES = ("day", "sunset", "night")
 WATERS = ("lake", "river", "sea")
+WORLDS = (1, 2)
+DEFAULT_WORLD = 1
+# Sizes that world 2 made bigger (the same draws, wider ranges): world -> name -> (low, high).
+_SIZES = {
+    1: {"moon_r": (0.05, 0.08), "sun_r": (0.05, 0.085), "mountain_h": (0.14, 0.3), "mountain_w": (0.18, 0.4),
+        "tree_s": (0.8, 1.25), "house_s": (0.85, 1.2)},
+    2: {"moon_r": (0.07, 0.13), "sun_r": (0.07, 0.14), "mountain_h": (0.16, 0.38), "mountain_w": (0.2, 0.45),
+        "tree_s": (0.9, 1.6), "house_s": (1.0, 1.7)},
+}
 # Subjects a close-up scene can be built around (one big foreground object).
 CLOSEUP_SUBJECTS = ("house", "tree", "rock", "boat")
 HOUSE_COLOURS = {
@@ -37,8 +52,16 @@ def value_noise(rng: np.random.Generator, size: int, cells: int, shape: tuple[in
     return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.Resampling.BICUBIC))
 
 
-def sample_scene(seed: int) -> dict:
-    """A random landscape description; every draw comes from `seed`."""
+def scene_world(scene: dict) -> int:
+    """The world version a scene was sampled in (scenes without the entry are world 1)."""
+    return scene.get("world", 1)
+
+
+def sample_scene(seed: int, world: int = DEFAULT_WORLD) -> dict:
+    """A random landscape description of world `world` (1 or 2); every draw comes from `seed`."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world version {world!r}; use world=1 (the default, the demo model's) or world=2")
+    size = _SIZES[world]
     rng = np.random.default_rng(seed)
     s: dict = {"seed": int(seed)}
     s["sky"] = str(rng.choice(SKIES, p=[0.45, 0.3, 0.25]))
@@ -46,13 +69,13 @@ def sample_scene(seed: int) -> dict:
     s["ground"] = str(rng.choice(GROUNDS, p=[0.5, 0.25, 0.25]))
     if s["sky"] == "night":
         s["sun"], s["moon"] = None, (dict(x=float(rng.uniform(0.12, 0.88)), y=float(rng.uniform(0.08, s["horizon"] - 0.15)),
-                                          r=float(rng.uniform(0.07, 0.13)), phase=float(rng.uniform(0, 1))) if rng.random() < 0.6 else None)
+                                          r=float(rng.uniform(*size["moon_r"])), phase=float(rng.uniform(0, 1))) if rng.random() < 0.6 else None)
     else:
         s["moon"] = None
         if rng.random() < 0.55:
             low = s["sky"] == "sunset"
             y = rng.uniform(s["horizon"] - 0.2, s["horizon"] - 0.08) if low else rng.uniform(0.08, s["horizon"] - 0.14)
-            s["sun"] = dict(x=float(rng.uniform(0.12, 0.88)), y=float(y), r=float(rng.uniform(0.07, 0.14)))
+            s["sun"] = dict(x=float(rng.uniform(0.12, 0.88)), y=float(y), r=float(rng.uniform(*size["sun_r"])))
         else:
             s["sun"] = None
     s["clouds"] = [
@@ -62,7 +85,7 @@ def sample_scene(seed: int) -> dict:
         for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.45 else 0)
     ]
     s["mountains"] = [
-        dict(x=float(rng.uniform(0.0, 1.0)), h=float(rng.uniform(0.16, 0.38)), w=float(rng.uniform(0.2, 0.45)))
+        dict(x=float(rng.uniform(0.0, 1.0)), h=float(rng.uniform(*size["mountain_h"])), w=float(rng.uniform(*size["mountain_w"])))
         for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.45 else 0)
     ]
     s["mountain_tone"] = int(rng.integers(0, 3))
@@ -91,18 +114,28 @@ def sample_scene(seed: int) -> dict:
         s["forest"] = False
     s["pine"] = bool(rng.random() < (0.75 if s["ground"] == "snow" else 0.45))
     s["trees"] = [dict(x=float(rng.uniform(0.04, 0.96)), y=float(rng.uniform(hz + 0.06, 0.97)),
-                       s=float(rng.uniform(0.9, 1.6))) for _ in range(n_trees)]
+                       s=float(rng.uniform(*size["tree_s"]))) for _ in range(n_trees)]
     if s["forest"]:  # a forest is a dense band of trees close to the horizon
         band = rng.uniform(hz + 0.05, min(hz + 0.2, 0.8))
         for t in s["trees"]:
             t["y"] = float(np.clip(band + rng.normal(0, 0.04), hz + 0.05, 0.97))
     s["houses"] = [
-        dict(x=float(rng.uniform(0.12, 0.88)), y=float(rng.uniform(hz + 0.1, 0.9)), s=float(rng.uniform(1.0, 1.7)),
+        dict(x=float(rng.uniform(0.12, 0.88)), y=float(rng.uniform(hz + 0.1, 0.9)), s=float(rng.uniform(*size["house_s"])),
              colour=str(rng.choice(list(HOUSE_COLOURS))), roof=int(rng.integers(0, 3)))
         for _ in range(int(rng.choice([1, 1, 1, 2])) if rng.random() < 0.4 else 0)
     ]
     s["wooden"] = bool(rng.random() < 0.3)
     s["house_word"] = str(rng.choice(["house", "hut", "cabin", "cottage"]))
+    if world >= 2:  # world-2-only draws (world 1's draw order stays as it was)
+        _sample_v2_entries(s, rng)
+    s["style"] = int(rng.integers(0, 2**31))  # seed for colours, textures and stroke sloppiness
+    _drop_hidden(s)
+    s["world"] = world
+    return s
+
+
+def _sample_v2_entries(s: dict, rng: np.random.Generator) -> None:
+    hz = s["horizon"]
     s["rocks"] = [dict(x=float(rng.uniform(0.08, 0.92)), y=float(rng.uniform(hz + 0.12, 0.97)), s=float(rng.uniform(1.0, 1.8)))
                   for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.3 else 0)]
     s["boats"] = [_boat_in_water(s, rng) for _ in range(int(rng.choice([1, 1, 2])))] \
@@ -113,9 +146,6 @@ def sample_scene(seed: int) -> dict:
         options = [c for c in CLOSEUP_SUBJECTS if c != "boat" or s["water"]]
         s["closeup"] = str(rng.choice(options))
         _add_closeup(s, rng)
-    s["style"] = int(rng.integers(0, 2**31))  # seed for colours, textures and stroke sloppiness
-    _drop_hidden(s)
-    return s
 
 
 def _boat_in_water(s: dict, rng: np.random.Generator, scale: tuple[float, float] = (1.4, 2.1)) -> dict:
@@ -172,6 +202,8 @@ def _drop_hidden(s: dict) -> None:
     if s["forest"] and len(s["trees"]) < 5:
         s["forest"] = False
     s["houses"] = [h for h in s["houses"] if not in_water(h["x"], h["y"])]
+    if "rocks" not in s:  # world 1
+        return
     s["rocks"] = [r for r in s["rocks"] if not in_water(r["x"], r["y"])]
     if s["closeup"] in ("house", "tree", "rock") and not s[s["closeup"] + "s"]:
         s["closeup"] = None
@@ -184,7 +216,7 @@ _ENTRY_CLASSES = {"sun": "sun", "moon": "moon", "clouds": "cloud", "mountains": 
 
 def scene_classes(scene: dict) -> set[str]:
     """The classes a scene contains (before any occlusion), from its description."""
-    return {"sky", scene["ground"]} | {cls for entry, cls in _ENTRY_CLASSES.items() if scene[entry]}
+    return {"sky", scene["ground"]} | {cls for entry, cls in _ENTRY_CLASSES.items() if scene.get(entry)}
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +281,7 @@ def layers(scene: dict, size: int) -> list[tuple[int, np.ndarray, dict]]:
         out.append((CLASS_ID["water"], mask & (yy >= hz - 0.005), {"kind": w["kind"]}))
     # Trees and houses in depth order (far first), sized by perspective.
     things = [("tree", t) for t in scene["trees"]] + [("house", h) for h in scene["houses"]] + \
-        [("boat", b) for b in scene["boats"]] + [("rock", r) for r in scene["rocks"]]
+        [("boat", b) for b in scene.get("boats", [])] + [("rock", r) for r in scene.get("rocks", [])]
     things.sort(key=lambda p: p[1]["y"])
     for kind, t in things:
         depth = 0.55 + 0.9 * (t["y"] - hz) / (1 - hz)
