@@ -9,7 +9,7 @@ from gradop.world.scene import (CLASSES, CLASS_ID, DEFAULT_WORLD, OPTIONAL_CLASS
                                 scene_world)
 
 __all__ = [
-    "CLASSES", "CLASS_ID", "DEFAULT_WORLD", "DOMAINS", "DOMAIN_PREFIXES", "OPTIONAL_CLASSES", "VOCABULARY", "WORD_CLASSES", "caption",
-    "caption_classes", "render", "render_crayon", "render_masks", "render_painting", "render_photo", "render_strokes",
-    "sample_scene", "scene_classes", "scene_world", "to_pil", "WORLDS",
+    "CLASSES", "CLASS_ID", "DEFAULT_WORLD", "DOMAINS", "DOMAIN_PREFIXES", "OPTIONAL_CLASSES", "VOCABULARY", "WORD_CLASSES",
+    "WORLDS", "caption", "caption_classes", "render", "render_crayon", "render_masks", "render_painting", "render_photo",
+    "render_strokes", "sample_scene", "scene_classes", "scene_world", "to_pil",
 ]

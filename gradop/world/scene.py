@@ -85,7 +85,8 @@ def sample_scene(seed: int, world: int = DEFAULT_WORLD) -> dict:
         for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.45 else 0)
     ]
     s["mountains"] = [
-        dict(x=float(rng.uniform(0.0, 1.0)), h=float(rng.uniform(*size["mountain_h"])), w=float(rng.uniform(*size["mountain_w"])))
+        dict(x=float(rng.uniform(0.0, 1.0)), h=float(rng.uniform(*size["mountain_h"])),
+             w=float(rng.uniform(*size["mountain_w"])))
         for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.45 else 0)
     ]
     s["mountain_tone"] = int(rng.integers(0, 3))
