@@ -10,9 +10,9 @@ import torch
 
 from gradop.images import pil_to_tensor
 from gradop.pipeline import GradopPipeline
-from gradop.world import render_masks, render_photo, render_strokes, sample_scene, to_pil
-from gradop.world.judge import DEFAULT_JUDGE, load_judge
-from gradop.world.scene import HELDOUT_SEED
+from gradop.world import render, render_masks, render_photo, render_strokes, sample_scene, to_pil
+from gradop.world.judge import DEFAULT_JUDGE, Judge, load_judge
+from gradop.world.scene import CLASSES, HELDOUT_SEED
 
 DEMO = Path(__file__).resolve().parents[1] / "pretrained_models" / "gradop-demo"
 STEPS = 20
@@ -81,3 +81,30 @@ def test_gradop_plus_follows_the_strokes(demo_pipe):
     target = paint(pil_to_tensor(strokes))
     l2 = [float((paint(pil_to_tensor(r.images[0])) - target).pow(2).mean()) for r in (guided, free)]
     assert l2[0] < l2[1]
+
+
+def test_a_judge_of_the_first_classes_still_loads(tmp_path):
+    # World v2 appended classes; a judge trained on the first ones (v1) keeps working on those.
+    Judge(8, 8, CLASSES[:12]).save(tmp_path / "old")
+    old = load_judge(tmp_path / "old")
+    assert old.classes == CLASSES[:12]
+    x = torch.rand(2, 3, 32, 32)
+    assert old.segment(x).max() < 12 and all(found <= set(CLASSES[:12]) for found in old.present(x))
+    Judge(8, 8, ("sky", "sea")).save(tmp_path / "other")
+    with pytest.raises(ValueError, match="trained for other classes"):
+        load_judge(tmp_path / "other")
+
+
+def test_judge_v2_segments_every_domain_and_tells_photos_from_paintings():
+    judge = load_judge(DEMO / "judge2")
+    assert judge.classes == CLASSES
+    scenes = [sample_scene(HELDOUT_SEED + 900 + i, world=2) for i in range(8)]
+    y = torch.from_numpy(np.stack([render_masks(s) for s in scenes])).long()
+    realism = {}
+    for domain in ("photo", "painting", "crayon", "strokes"):
+        x = torch.from_numpy(np.stack([render(s, domain) for s in scenes])).permute(0, 3, 1, 2)
+        assert (judge.segment(x) == y).float().mean() > 0.8, domain
+        realism[domain] = judge.realism(x)
+    assert (realism["photo"] > 0.5).all()
+    for domain in ("painting", "crayon", "strokes"):
+        assert (realism[domain] < 0.5).float().mean() >= 0.875, (domain, realism[domain])

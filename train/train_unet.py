@@ -1,7 +1,13 @@
-"""Train the demo model's UNet and text encoder on VAE latents of world photos + captions.
+"""Train the demo model's UNet and text encoder on VAE latents of world images + captions.
 
     .venv/bin/python train/train_unet.py --data build/world/train.npz --vae build/vae \
         --out build/demo --minutes 70 --batch 32 --seed 0
+
+v2 (world v2, several domains): --domains photos:0.5,paintings:0.25,crayons:0.25 draws each
+example's domain with these weights, from latents encoded once by train/encode_latents.py
+(--latents-dir holds latents_<domain>.pt) and the domain's captions ("a photo of ...",
+"a painting of ...", "a crayon drawing of ..."). --init-unet copies every matching weight of
+an earlier UNet (new attention blocks and text projections start fresh).
 
 Epsilon prediction on the SD noise schedule (scaled_linear 0.00085..0.012, 1000 steps),
 min-SNR-5 loss weighting, 10% empty captions (for classifier-free guidance), AdamW with warm-up
@@ -25,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gradop.world.demo_model import MAX_TOKENS, demo_scheduler, demo_text_encoder, demo_tokenizer, demo_unet  # noqa: E402
+from gradop.world.demo_model import (MAX_TOKENS, TEXT_WIDTH, demo_scheduler, demo_text_encoder, demo_tokenizer,  # noqa: E402
+                                     demo_unet, warm_start)
 from train.common import Logger, load_cache, to_tensor  # noqa: E402
 
 
@@ -74,6 +81,13 @@ def main() -> None:
     ap.add_argument("--flip", action="store_true", help="also train on mirror images (doubles the up-front encoding)")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--latents", default="", help="cache file for the encoded latents (reused when it exists)")
+    ap.add_argument("--domains", default="", help="v2: domain:weight list, e.g. photos:0.5,paintings:0.25,crayons:0.25")
+    ap.add_argument("--latents-dir", default="", help="v2: folder with latents_<domain>.pt (train/encode_latents.py)")
+    ap.add_argument("--init-unet", default="", help="warm start: a UNet2DConditionModel folder")
+    ap.add_argument("--init-text", default="", help="continue: a CLIPTextModel folder of the same shape")
+    ap.add_argument("--text-width", type=int, default=TEXT_WIDTH)
+    ap.add_argument("--text-layers", type=int, default=2)
+    ap.add_argument("--cross-everywhere", action="store_true", help="cross-attention at every resolution")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -92,7 +106,21 @@ def main() -> None:
     scale = vae.config.scaling_factor
     t0 = time.time()
     cache = Path(args.latents) if args.latents else None
-    if cache and cache.is_file():
+    domain_weights = None
+    if args.domains:  # v2: one block of latents and captions per domain, concatenated
+        caption_key = {"photos": "captions", "paintings": "captions_painting", "crayons": "captions_crayon"}
+        parts = [item.split(":") for item in args.domains.split(",")]
+        means, stds, captions = [], [], []
+        for name, _ in parts:
+            m, sd = torch.load(Path(args.latents_dir) / f"latents_{name}.pt")
+            n = args.limit or len(m)
+            means.append(m[:n])
+            stds.append(sd[:n])
+            captions += [str(c) for c in data[caption_key[name]][:n]]
+        sizes = [len(m) for m in means]
+        mean, std = torch.cat(means), torch.cat(stds)
+        domain_weights = (np.array([float(w) for _, w in parts]), np.cumsum([0] + sizes[:-1]), np.array(sizes))
+    elif cache and cache.is_file():
         mean, std = torch.load(cache)
     else:
         mean, std = encode_all(vae, photos)
@@ -108,8 +136,18 @@ def main() -> None:
     if args.flip:
         ids = torch.cat([ids, ids])
     empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids[0]
-    text_encoder = demo_text_encoder(tokenizer, seed=args.seed).train()
-    unet = demo_unet(seed=args.seed, channels=tuple(int(c) for c in args.channels.split(",")), heads=args.heads).train()
+    text_encoder = demo_text_encoder(tokenizer, seed=args.seed, width=args.text_width, layers=args.text_layers).train()
+    unet = demo_unet(seed=args.seed, channels=tuple(int(c) for c in args.channels.split(",")), heads=args.heads,
+                     text_width=args.text_width, cross_everywhere=args.cross_everywhere).train()
+    if args.init_text:
+        from transformers import CLIPTextModel
+
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(args.init_text).state_dict())
+    if args.init_unet:
+        from diffusers import UNet2DConditionModel
+
+        fresh = warm_start(unet, UNet2DConditionModel.from_pretrained(args.init_unet).state_dict())
+        log(phase="warm_start", copied=len(unet.state_dict()) - len(fresh), fresh=len(fresh))
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
@@ -124,7 +162,12 @@ def main() -> None:
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.from_numpy(rng.integers(0, len(mean), args.batch))
+        if domain_weights is None:
+            idx = torch.from_numpy(rng.integers(0, len(mean), args.batch))
+        else:
+            weights, starts, sizes = domain_weights
+            dom = rng.choice(len(weights), args.batch, p=weights / weights.sum())
+            idx = torch.from_numpy(starts[dom] + rng.integers(0, sizes[dom]))
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
         tok = ids[idx].clone()
         drop = torch.rand(args.batch, generator=gen) < args.drop

@@ -58,12 +58,18 @@ def main() -> None:
     ap.add_argument("--decoder-only", action="store_true",
                     help="freeze the encoder (and so the latent space and scaling factor): sharpen the decoder of a "
                          "VAE whose latents a UNet is already training on")
+    ap.add_argument("--mix", default="", help="v2: domain:weight list of the training images, e.g. "
+                    "photos:0.4,paintings:0.2,crayons:0.2,strokes:0.2 (default: 85%% photos, 15%% strokes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     data = load_cache(args.data)
     photos, strokes = data["photos"], data["strokes"]
+    mix = [item.split(":")[0] for item in args.mix.split(",")] if args.mix else []
+    mix_p = np.array([float(item.split(":")[1]) for item in args.mix.split(",")]) if args.mix else None
+    if mix:
+        mix_p = mix_p / mix_p.sum()
     out = Path(args.out)
     if args.init:
         from diffusers import AutoencoderKL
@@ -87,8 +93,12 @@ def main() -> None:
     t0, step = time.time(), 0
     while step < args.steps and time.time() - t0 < args.minutes * 60:
         idx = rng.integers(0, len(photos), args.batch)
-        use_strokes = rng.random(args.batch) < 0.15
-        batch = np.where(use_strokes[:, None, None, None], strokes[idx], photos[idx])
+        if mix:
+            which = rng.choice(len(mix), args.batch, p=mix_p)
+            batch = np.stack([data[mix[k]][i] for k, i in zip(which, idx)])
+        else:
+            use_strokes = rng.random(args.batch) < 0.15
+            batch = np.where(use_strokes[:, None, None, None], strokes[idx], photos[idx])
         if rng.random() < 0.5:
             batch = batch[:, :, ::-1]
         x = to_tensor(np.ascontiguousarray(batch))

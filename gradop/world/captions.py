@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradop.world.scene import scene_world
+
 
 COUNT_WORDS = {2: "two", 3: "three"}
 
@@ -22,7 +24,19 @@ WORD_CLASSES = {
     "snow": "snow", "snowy": "snow", "winter": "snow", "tree": "tree", "trees": "tree", "pine": "tree",
     "pines": "tree", "forest": "tree", "oak": "tree", "house": "house", "houses": "house", "hut": "house",
     "huts": "house", "cabin": "house", "cabins": "house", "cottage": "house", "cottages": "house",
+    "boat": "boat", "boats": "boat", "sailboat": "boat", "rock": "rock", "rocks": "rock", "boulder": "rock",
+    "boulders": "rock",
 }
+
+# How a caption names each rendering domain (world v2). Photo captions sometimes name no
+# domain at all, so that an unprefixed prompt means "photo", the target domain.
+DOMAIN_PREFIXES = {
+    "photo": ["a photo of", "a photo of", "a photo of", "a photograph of", "a realistic photo of", "a picture of", ""],
+    "painting": ["a painting of", "a painting of", "a flat painting of", "a cartoon of", "a flat cartoon of"],
+    "crayon": ["a crayon drawing of", "a crayon drawing of", "a drawing of", "a marker drawing of", "a child drawing of"],
+}
+# World 1's photo captions (the demo model's), kept as they were: world-1 scenes use these.
+WORLD1_PHOTO_PREFIXES = ["a photo of", "a picture of", "a landscape with", "a view of", "", "a photo of"]
 
 # Every word the caption generator can emit plus a few that people commonly type; the demo
 # tokenizer gives each of these a single token.
@@ -36,7 +50,9 @@ VOCABULARY = sorted(set(WORD_CLASSES) | {
     "beautiful", "nature", "outdoor", "countryside", "shore", "coast", "boat", "bird", "birds", "flowers",
     "there", "is", "are", "it", "its", "from", "to", "into", "through", "along", "across", "around",
     "background", "foreground", "lots", "many", "one", "four", "five", "realistic", "detailed",
-})
+    "photograph", "flat", "crayon", "drawing", "marker", "child", "sketch", "close", "up", "huge",
+    "grey", "sailing", "watercolor", "cartoon", "art",
+} | {w for prefixes in DOMAIN_PREFIXES.values() for p in prefixes for w in p.split()})
 
 
 def _plural(word: str, n: int) -> str:
@@ -83,6 +99,19 @@ def phrases(scene: dict, rng: np.random.Generator) -> dict[str, str]:
         p["hill"] = str(rng.choice(["hills", "green hills", "rolling hills"] if scene["ground"] != "snow" else ["hills", "white hills"]))
     if scene["clouds"]:
         p["cloud"] = str(rng.choice(["clouds", "white clouds", "a few clouds"] if scene["sky"] != "night" else ["clouds", "dark clouds"]))
+    closeup = scene.get("closeup")  # world 2 only, like rocks and boats
+    if scene.get("rocks"):
+        n, big = len(scene["rocks"]), closeup == "rock"
+        p["rock"] = str(rng.choice(["a big rock", "a huge boulder", "a large grey rock"] if big else
+                                   (["a rock", "a grey rock", "a boulder"] if n == 1 else ["rocks", "some rocks", "grey rocks", "boulders"])))
+    if scene.get("boats"):
+        big = closeup == "boat"
+        p["boat"] = str(rng.choice(["a big boat", "a large sailboat", "a big sailboat"] if big else
+                                   (["a boat", "a sailboat", "a small boat"] if len(scene["boats"]) == 1 else ["two boats", "boats", "two sailboats"])))
+    if closeup == "house" and "house" in p:
+        p["house"] = p["house"].replace("a small ", "a big ").replace("a little ", "a big ")
+    if closeup == "tree" and "tree" in p and not p["tree"].startswith("a big"):
+        p["tree"] = "a big " + ("pine tree" if scene["pine"] else "tree") + (" and some trees" if len(scene["trees"]) > 1 else "")
     if scene["sun"]:
         p["sun"] = str(rng.choice(["the sun", "a bright sun"] if scene["sky"] == "day" else ["the sun", "the setting sun", "a red sun"]))
     if scene["moon"]:
@@ -90,13 +119,23 @@ def phrases(scene: dict, rng: np.random.Generator) -> dict[str, str]:
     return p
 
 
-def caption(scene: dict, seed: int | None = None) -> str:
-    """A natural caption naming every optional class in the scene (deterministic per seed)."""
+def caption(scene: dict, seed: int | None = None, domain: str = "photo") -> str:
+    """A natural caption naming every optional class in the scene and the rendering domain
+    ("photo", "painting" or "crayon"; deterministic per seed). World-1 photo captions are
+    exactly world 1's (its prefixes, no domain words beyond "photo"/"picture")."""
+    if domain not in DOMAIN_PREFIXES:
+        raise ValueError(f"unknown domain {domain!r}; use one of {', '.join(DOMAIN_PREFIXES)}")
     rng = np.random.default_rng(scene["seed"] * 7919 + 13 if seed is None else seed)
     p = phrases(scene, rng)
     sky_objects = [p.pop(k) for k in ("sun", "moon", "cloud") if k in p]
-    order = [k for k in ("house", "tree", "water", "mountain", "hill") if k in p]
-    rng.shuffle(order)
+    order = [k for k in ("house", "tree", "boat", "rock", "water", "mountain", "hill") if k in p]
+    closeup = scene.get("closeup")
+    if closeup in order:  # the big subject comes first
+        rest = [k for k in order if k != closeup]
+        rng.shuffle(rest)
+        order = [closeup] + rest
+    else:
+        rng.shuffle(order)
     ground = p[scene["ground"]]
     things = [p[k] for k in order]
     sky = scene["sky"]
@@ -108,11 +147,12 @@ def caption(scene: dict, seed: int | None = None) -> str:
     if sky_objects:
         joined = _join(sky_objects)
         sky_clause = (sky_clause + " with " + joined) if sky_clause else ("with " + joined + " in the sky")
-    prefix = str(rng.choice(["a photo of", "a picture of", "a landscape with", "a view of", "", "a photo of"]))
+    world1_photo = domain == "photo" and scene_world(scene) == 1
+    prefix = str(rng.choice(WORLD1_PHOTO_PREFIXES if world1_photo else DOMAIN_PREFIXES[domain]))
     style = rng.integers(0, 3)
     if not things:
         body = f"{ground}" if style else f"a {_ground_adj(scene)} landscape"
-        if not style and prefix in ("a landscape with",):
+        if world1_photo and not style and prefix == "a landscape with":  # no "a landscape with a ... landscape"
             prefix = ""
     elif style == 0:
         body = f"{things[0]} on {ground}" + (f" with {_join(things[1:])}" if things[1:] else "")
@@ -122,8 +162,6 @@ def caption(scene: dict, seed: int | None = None) -> str:
         body = f"{things[0]} beside " + (f"{_join(things[1:])} on {ground}" if things[1:] else ground)
     if not style and not things:
         body += f" of {ground}" if scene["ground"] != "snow" else ""
-    if prefix == "a landscape with" and body.startswith("a "):
-        pass
     text = " ".join(x for x in (prefix, body, sky_clause) if x)
     return " ".join(text.split())
 

@@ -4,10 +4,12 @@ Both are plain torch modules trained by train/train_judge.py on world renderings
 as pretrained_models/gradop-demo/judge/judge.safetensors. Inputs are (B, 3, H, W) float
 tensors in [0, 1] (any H, W divisible by 4; trained at 64x64).
 
-- Segmenter: pixel class logits over gradop.world.CLASSES.
-- Realism: one logit per image, photo-domain (high) versus painted look (low): trained on
-  photos versus stroke renderings, flattened photos (each region filled with its mean colour)
-  and blurred photos.
+- Segmenter: pixel class logits over gradop.world.CLASSES (a judge trained before classes were
+  appended reads the first ones; Judge.classes says which).
+- Realism: one logit per image, P(photo domain) against the painted domains. v2: photos
+  against flat paintings, crayon drawings, strokes and flattened photos, half of them seen
+  through the demo VAE (so sharpness is not the cue; the domain is). v1: photos against
+  strokes, flattened photos and blurred photos.
 """
 
 from __future__ import annotations
@@ -67,10 +69,11 @@ class RealismNet(nn.Module):
 
 
 class Judge(nn.Module):
-    def __init__(self, seg_width: int = 16, real_width: int = 16):
+    def __init__(self, seg_width: int = 16, real_width: int = 16, classes: tuple[str, ...] = CLASSES):
         super().__init__()
-        self.config = {"seg_width": seg_width, "real_width": real_width, "classes": list(CLASSES)}
-        self.segmenter = Segmenter(seg_width)
+        self.classes = tuple(classes)
+        self.config = {"seg_width": seg_width, "real_width": real_width, "classes": list(self.classes)}
+        self.segmenter = Segmenter(seg_width, len(self.classes))
         self.realism_net = RealismNet(real_width)
 
     @torch.no_grad()
@@ -90,15 +93,16 @@ class Judge(nn.Module):
         labels = self.segment(images)
         area = labels.shape[-1] * labels.shape[-2]
         need = (PRESENCE_PIXELS if min_pixels is None else min_pixels) * area / 4096
-        counts = torch.stack([(labels == c).flatten(1).sum(1) for c in range(len(CLASSES))], 1)
-        return [{CLASSES[c] for c in range(len(CLASSES)) if row[c] >= need} for row in counts.tolist()]
+        counts = torch.stack([(labels == c).flatten(1).sum(1) for c in range(len(self.classes))], 1)
+        return [{self.classes[c] for c in range(len(self.classes)) if row[c] >= need} for row in counts.tolist()]
 
     def main_class(self, images: torch.Tensor, among: tuple[str, ...] | None = None) -> list[str]:
         """The most frequent predicted class per image (optionally among some classes only)."""
         labels = self.segment(images)
-        ids = [CLASS_ID[c] for c in (among or CLASSES)]
+        names = among or self.classes
+        ids = [CLASS_ID[c] for c in names]
         counts = torch.stack([(labels == c).flatten(1).sum(1) for c in ids], 1)
-        return [(among or CLASSES)[i] for i in counts.argmax(1).tolist()]
+        return [names[i] for i in counts.argmax(1).tolist()]
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
@@ -117,9 +121,11 @@ def load_judge(folder: str | Path = DEFAULT_JUDGE) -> Judge:
     if not (folder / "judge.safetensors").is_file():
         raise FileNotFoundError(f"no judge weights in {folder}; train them with train/train_judge.py")
     config = json.loads((folder / "config.json").read_text())
-    if tuple(config["classes"]) != CLASSES:
+    classes = tuple(config["classes"])
+    # World v2 appended classes; a judge trained on the first ones (v1) still reads those.
+    if classes != CLASSES[: len(classes)]:
         raise ValueError(f"the judge in {folder} was trained for other classes: {config['classes']}")
-    judge = Judge(config["seg_width"], config["real_width"])
+    judge = Judge(config["seg_width"], config["real_width"], classes)
     judge.load_state_dict(load_file(str(folder / "judge.safetensors")))
     return judge.eval()
 

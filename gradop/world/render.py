@@ -133,6 +133,22 @@ def render_photo(scene: dict, size: int = 64) -> np.ndarray:
             col = np.where(extra["crown"][..., None], col, _c(0.36, 0.22, 0.1))
             if dark:
                 col = col * 0.45
+        elif name == "rock":
+            base = _jitter(rng, (0.5, 0.48, 0.45), 0.06)
+            side = np.clip((xx - extra["x"]) / extra["rw"], -1, 1)[..., None]
+            top = np.clip((extra["y"] - yy) / extra["rh"], 0, 1)[..., None]
+            col = base * (1.05 - 0.3 * side + 0.15 * top) + value_noise(rng, big, 30)[..., None] * 0.07
+            if scene["ground"] == "snow":
+                col = np.where((top > 0.75) & (value_noise(rng, big, 20)[..., None] > -0.2), _c(0.92, 0.94, 0.98), col)
+            if scene["sky"] == "night":
+                col = col * 0.45
+        elif name == "boat":
+            hull = _jitter(rng, HOUSE_COLOURS[scene["boat_colour"]], 0.04)
+            sail = _c(0.95, 0.93, 0.86) * (0.85 + 0.15 * np.clip((yy - yy.min()) * 3, 0, 1))[..., None]
+            col = np.where(extra["hull"][..., None], hull * (0.8 + 0.2 * (xx < extra["x"]))[..., None],
+                           np.where(extra["sail"][..., None], sail, _c(0.35, 0.22, 0.1)))
+            if scene["sky"] == "night":
+                col = col * 0.45
         else:  # house
             body = _jitter(rng, (0.55, 0.37, 0.2) if scene["wooden"] else HOUSE_COLOURS[extra["colour"]], 0.04)
             roof = [(0.45, 0.12, 0.08), (0.3, 0.3, 0.32), (0.35, 0.22, 0.12)][extra["roof_tone"]]
@@ -162,7 +178,7 @@ STROKE_COLOURS = {
     "cloud": (0.85, 0.85, 0.88), "sun": (1.0, 0.85, 0.1), "moon": (0.95, 0.95, 0.7),
     "mountain": (0.5, 0.45, 0.45), "hill": (0.35, 0.7, 0.3), "water": (0.15, 0.35, 0.85),
     "grass": (0.25, 0.7, 0.2), "sand": (0.93, 0.8, 0.5), "snow": (0.92, 0.95, 1.0),
-    "tree": (0.05, 0.4, 0.1), "house": (0.8, 0.2, 0.15),
+    "tree": (0.05, 0.4, 0.1), "house": (0.8, 0.2, 0.15), "boat": (0.85, 0.85, 0.8), "rock": (0.45, 0.43, 0.42),
 }
 
 
@@ -171,6 +187,8 @@ def stroke_colour(name: str, scene: dict, rng, extra: dict | None = None) -> np.
         base = STROKE_COLOURS["sky"][scene["sky"]]
     elif name == "house" and extra is not None:
         base = (0.55, 0.35, 0.2) if scene["wooden"] else HOUSE_COLOURS[extra["colour"]]
+    elif name == "boat":
+        base = HOUSE_COLOURS[scene["boat_colour"]]
     else:
         base = STROKE_COLOURS[name]
     return _jitter(rng, base, 0.07)
@@ -197,7 +215,7 @@ def render_strokes(scene: dict, size: int = 64) -> np.ndarray:
     img = colours[warped_owner]
     # Small objects get painted as slightly fatter blobs (brush width).
     for i, (c, mask, _) in enumerate(lays):
-        if CLASSES[c] in ("tree", "house", "sun", "moon") and rng.random() < 0.6:
+        if CLASSES[c] in ("tree", "house", "sun", "moon", "boat", "rock") and rng.random() < 0.6:
             grown = _dilate(warped_owner == i)
             img[grown] = colours[i]
     # Sloppiness: white canvas in gaps between regions and patches left unpainted.

@@ -4,6 +4,12 @@ A scene is a small dict of parameters (sky kind, horizon, which objects, their p
 colours), drawn from one numpy Generator. `layers(scene, size)` turns it into the ordered list
 of (class id, coverage mask, extra) that the photo, strokes and mask renderers all paint from,
 so the three views of a scene always agree.
+
+World versions: world 1 (the default) is the world the shipped demo model, the judge and every
+published benchmark were made on; `sample_scene(seed)` gives exactly its scenes. World 2
+(`sample_scene(seed, world=2)`) adds boats, rocks, close-ups and a bigger sun, moon, mountains,
+trees and houses. A scene records its version in scene["world"]; captions and renderers follow
+the scene. World-1 scenes have no "rocks", "boats", "boat_colour" or "closeup" entries.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+# v2 appended boat and rock (v1 ids unchanged, so a v1 judge still reads the first 12).
 CLASSES = (
     "sky", "cloud", "sun", "moon", "mountain", "hill", "water", "grass", "sand", "snow", "tree", "house",
+    "boat", "rock",
 )
 CLASS_ID = {name: i for i, name in enumerate(CLASSES)}
 # Classes a caption mentions when present (sky is always there; it is described, not counted).
@@ -20,6 +28,17 @@ OPTIONAL_CLASSES = tuple(c for c in CLASSES if c != "sky")
 GROUNDS = ("grass", "sand", "snow")
 SKIES = ("day", "sunset", "night")
 WATERS = ("lake", "river", "sea")
+WORLDS = (1, 2)
+DEFAULT_WORLD = 1
+# Sizes that world 2 made bigger (the same draws, wider ranges): world -> name -> (low, high).
+_SIZES = {
+    1: {"moon_r": (0.05, 0.08), "sun_r": (0.05, 0.085), "mountain_h": (0.14, 0.3), "mountain_w": (0.18, 0.4),
+        "tree_s": (0.8, 1.25), "house_s": (0.85, 1.2)},
+    2: {"moon_r": (0.07, 0.13), "sun_r": (0.07, 0.14), "mountain_h": (0.16, 0.38), "mountain_w": (0.2, 0.45),
+        "tree_s": (0.9, 1.6), "house_s": (1.0, 1.7)},
+}
+# Subjects a close-up scene can be built around (one big foreground object).
+CLOSEUP_SUBJECTS = ("house", "tree", "rock", "boat")
 HOUSE_COLOURS = {
     "red": (0.70, 0.16, 0.12), "blue": (0.20, 0.35, 0.70), "yellow": (0.88, 0.74, 0.25),
     "white": (0.88, 0.87, 0.82), "brown": (0.48, 0.31, 0.17),
@@ -33,8 +52,16 @@ def value_noise(rng: np.random.Generator, size: int, cells: int, shape: tuple[in
     return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.Resampling.BICUBIC))
 
 
-def sample_scene(seed: int) -> dict:
-    """A random landscape description; every draw comes from `seed`."""
+def scene_world(scene: dict) -> int:
+    """The world version a scene was sampled in (scenes without the entry are world 1)."""
+    return scene.get("world", 1)
+
+
+def sample_scene(seed: int, world: int = DEFAULT_WORLD) -> dict:
+    """A random landscape description of world `world` (1 or 2); every draw comes from `seed`."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world version {world!r}; use world=1 (the default, the demo model's) or world=2")
+    size = _SIZES[world]
     rng = np.random.default_rng(seed)
     s: dict = {"seed": int(seed)}
     s["sky"] = str(rng.choice(SKIES, p=[0.45, 0.3, 0.25]))
@@ -42,13 +69,13 @@ def sample_scene(seed: int) -> dict:
     s["ground"] = str(rng.choice(GROUNDS, p=[0.5, 0.25, 0.25]))
     if s["sky"] == "night":
         s["sun"], s["moon"] = None, (dict(x=float(rng.uniform(0.12, 0.88)), y=float(rng.uniform(0.08, s["horizon"] - 0.15)),
-                                          r=float(rng.uniform(0.05, 0.08)), phase=float(rng.uniform(0, 1))) if rng.random() < 0.6 else None)
+                                          r=float(rng.uniform(*size["moon_r"])), phase=float(rng.uniform(0, 1))) if rng.random() < 0.6 else None)
     else:
         s["moon"] = None
         if rng.random() < 0.55:
             low = s["sky"] == "sunset"
             y = rng.uniform(s["horizon"] - 0.2, s["horizon"] - 0.08) if low else rng.uniform(0.08, s["horizon"] - 0.14)
-            s["sun"] = dict(x=float(rng.uniform(0.12, 0.88)), y=float(y), r=float(rng.uniform(0.05, 0.085)))
+            s["sun"] = dict(x=float(rng.uniform(0.12, 0.88)), y=float(y), r=float(rng.uniform(*size["sun_r"])))
         else:
             s["sun"] = None
     s["clouds"] = [
@@ -58,7 +85,8 @@ def sample_scene(seed: int) -> dict:
         for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.45 else 0)
     ]
     s["mountains"] = [
-        dict(x=float(rng.uniform(0.0, 1.0)), h=float(rng.uniform(0.14, 0.3)), w=float(rng.uniform(0.18, 0.4)))
+        dict(x=float(rng.uniform(0.0, 1.0)), h=float(rng.uniform(*size["mountain_h"])),
+             w=float(rng.uniform(*size["mountain_w"])))
         for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.45 else 0)
     ]
     s["mountain_tone"] = int(rng.integers(0, 3))
@@ -87,21 +115,72 @@ def sample_scene(seed: int) -> dict:
         s["forest"] = False
     s["pine"] = bool(rng.random() < (0.75 if s["ground"] == "snow" else 0.45))
     s["trees"] = [dict(x=float(rng.uniform(0.04, 0.96)), y=float(rng.uniform(hz + 0.06, 0.97)),
-                       s=float(rng.uniform(0.8, 1.25))) for _ in range(n_trees)]
+                       s=float(rng.uniform(*size["tree_s"]))) for _ in range(n_trees)]
     if s["forest"]:  # a forest is a dense band of trees close to the horizon
         band = rng.uniform(hz + 0.05, min(hz + 0.2, 0.8))
         for t in s["trees"]:
             t["y"] = float(np.clip(band + rng.normal(0, 0.04), hz + 0.05, 0.97))
     s["houses"] = [
-        dict(x=float(rng.uniform(0.12, 0.88)), y=float(rng.uniform(hz + 0.1, 0.9)), s=float(rng.uniform(0.85, 1.2)),
+        dict(x=float(rng.uniform(0.12, 0.88)), y=float(rng.uniform(hz + 0.1, 0.9)), s=float(rng.uniform(*size["house_s"])),
              colour=str(rng.choice(list(HOUSE_COLOURS))), roof=int(rng.integers(0, 3)))
         for _ in range(int(rng.choice([1, 1, 1, 2])) if rng.random() < 0.4 else 0)
     ]
     s["wooden"] = bool(rng.random() < 0.3)
     s["house_word"] = str(rng.choice(["house", "hut", "cabin", "cottage"]))
+    if world >= 2:  # world-2-only draws (world 1's draw order stays as it was)
+        _sample_v2_entries(s, rng)
     s["style"] = int(rng.integers(0, 2**31))  # seed for colours, textures and stroke sloppiness
     _drop_hidden(s)
+    s["world"] = world
     return s
+
+
+def _sample_v2_entries(s: dict, rng: np.random.Generator) -> None:
+    hz = s["horizon"]
+    s["rocks"] = [dict(x=float(rng.uniform(0.08, 0.92)), y=float(rng.uniform(hz + 0.12, 0.97)), s=float(rng.uniform(1.0, 1.8)))
+                  for _ in range(int(rng.integers(1, 4)) if rng.random() < 0.3 else 0)]
+    s["boats"] = [_boat_in_water(s, rng) for _ in range(int(rng.choice([1, 1, 2])))] \
+        if s["water"] and rng.random() < 0.5 else []
+    s["boat_colour"] = str(rng.choice(list(HOUSE_COLOURS)))
+    s["closeup"] = None
+    if rng.random() < 0.35:  # a close-up: one big foreground subject, low in the frame
+        options = [c for c in CLOSEUP_SUBJECTS if c != "boat" or s["water"]]
+        s["closeup"] = str(rng.choice(options))
+        _add_closeup(s, rng)
+
+
+def _boat_in_water(s: dict, rng: np.random.Generator, scale: tuple[float, float] = (1.4, 2.1)) -> dict:
+    w, hz = s["water"], s["horizon"]
+    if w["kind"] == "lake":
+        x, y = w["x"] + rng.uniform(-0.4, 0.4) * w["rx"], w["y"] + rng.uniform(-0.2, 0.5) * w["ry"]
+    elif w["kind"] == "sea":
+        x, y = rng.uniform(0.15, 0.85), rng.uniform(hz + 0.04, w["bottom"] - 0.01)
+    else:
+        y = rng.uniform(hz + 0.15, 0.95)
+        x = w["x"] + w["a"] * np.sin(w["f"] * y * 6.28 + w["p"])
+    return dict(x=float(x), y=float(y), s=float(rng.uniform(*scale)))
+
+
+def _add_closeup(s: dict, rng: np.random.Generator) -> None:
+    kind, hz = s["closeup"], s["horizon"]
+    big = float(rng.uniform(2.0, 3.0))
+    x = float(rng.uniform(0.3, 0.7))
+    if kind == "boat":
+        boat = _boat_in_water(s, rng, (2.0, 2.8))
+        s["boats"] = [boat]
+        x = boat["x"]
+    elif kind == "house":
+        s["houses"] = [dict(x=x, y=float(rng.uniform(0.9, 0.97)), s=big * 0.85, colour=str(rng.choice(list(HOUSE_COLOURS))),
+                            roof=int(rng.integers(0, 3)))] + s["houses"][:1]
+    elif kind == "tree":
+        s["forest"] = False
+        s["trees"] = [dict(x=x, y=float(rng.uniform(0.92, 0.99)), s=big)] + s["trees"][:2]
+    else:
+        s["rocks"] = [dict(x=x, y=float(rng.uniform(0.9, 0.99)), s=big * 1.2)] + s["rocks"][:1]
+    # Keep the sun and moon clear of the big subject (captions must not name hidden things).
+    for body in ("sun", "moon"):
+        if s[body] and abs(s[body]["x"] - x) < 0.35:
+            s[body]["x"] = float(np.clip(x + (0.4 if x < 0.5 else -0.4), 0.1, 0.9))
 
 
 def _drop_hidden(s: dict) -> None:
@@ -124,16 +203,21 @@ def _drop_hidden(s: dict) -> None:
     if s["forest"] and len(s["trees"]) < 5:
         s["forest"] = False
     s["houses"] = [h for h in s["houses"] if not in_water(h["x"], h["y"])]
+    if "rocks" not in s:  # world 1
+        return
+    s["rocks"] = [r for r in s["rocks"] if not in_water(r["x"], r["y"])]
+    if s["closeup"] in ("house", "tree", "rock") and not s[s["closeup"] + "s"]:
+        s["closeup"] = None
 
 
 # Scene entry -> the class it adds when present (non-empty).
 _ENTRY_CLASSES = {"sun": "sun", "moon": "moon", "clouds": "cloud", "mountains": "mountain", "hills": "hill",
-                  "water": "water", "trees": "tree", "houses": "house"}
+                  "water": "water", "trees": "tree", "houses": "house", "boats": "boat", "rocks": "rock"}
 
 
 def scene_classes(scene: dict) -> set[str]:
     """The classes a scene contains (before any occlusion), from its description."""
-    return {"sky", scene["ground"]} | {cls for entry, cls in _ENTRY_CLASSES.items() if scene[entry]}
+    return {"sky", scene["ground"]} | {cls for entry, cls in _ENTRY_CLASSES.items() if scene.get(entry)}
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +281,8 @@ def layers(scene: dict, size: int) -> list[tuple[int, np.ndarray, dict]]:
             mask = (yy >= hz) & (np.abs(xx - cx) < w["w"] * (0.15 + depth) / 2)
         out.append((CLASS_ID["water"], mask & (yy >= hz - 0.005), {"kind": w["kind"]}))
     # Trees and houses in depth order (far first), sized by perspective.
-    things = [("tree", t) for t in scene["trees"]] + [("house", h) for h in scene["houses"]]
+    things = [("tree", t) for t in scene["trees"]] + [("house", h) for h in scene["houses"]] + \
+        [("boat", b) for b in scene.get("boats", [])] + [("rock", r) for r in scene.get("rocks", [])]
     things.sort(key=lambda p: p[1]["y"])
     for kind, t in things:
         depth = 0.55 + 0.9 * (t["y"] - hz) / (1 - hz)
@@ -212,6 +297,19 @@ def layers(scene: dict, size: int) -> list[tuple[int, np.ndarray, dict]]:
                 cy, r = top + hgt * 0.38, hgt * 0.4
                 crown = ((xx - t["x"]) ** 2 + ((yy - cy) / 1.1) ** 2) < r**2
             out.append((CLASS_ID["tree"], crown | trunk, {"x": t["x"], "top": top, "hgt": hgt, "crown": crown}))
+        elif kind == "rock":
+            rw, rh = 0.075 * depth * t["s"], 0.06 * depth * t["s"]
+            lump = value_noise(np.random.default_rng(int(t["x"] * 1e6)), size, 6) * 0.25
+            mask = (((xx - t["x"]) / rw) ** 2 + ((yy - t["y"]) / rh) ** 2 < 1 + lump) & (yy < t["y"] + 0.005)
+            out.append((CLASS_ID["rock"], mask, {"x": t["x"], "y": t["y"], "rw": rw, "rh": rh}))
+        elif kind == "boat":
+            bw, hh, sh = 0.13 * depth * t["s"], 0.03 * depth * t["s"], 0.11 * depth * t["s"]
+            fy = (yy - (t["y"] - hh)) / hh  # 0 at the deck, 1 at the waterline
+            hull = (fy >= 0) & (fy < 1) & (np.abs(xx - t["x"]) < bw / 2 * (1 - 0.35 * fy))
+            fs = (yy - (t["y"] - hh - sh)) / sh  # 0 at the sail's top, 1 at the deck
+            sail = (fs >= 0) & (fs < 1) & (xx > t["x"] + 0.004) & (xx < t["x"] + 0.004 + fs * bw * 0.42)
+            mast = (fs >= 0) & (fs < 1) & (np.abs(xx - t["x"]) < 0.004 + 0.002 * depth)
+            out.append((CLASS_ID["boat"], hull | sail | mast, {"x": t["x"], "hull": hull, "sail": sail}))
         else:
             wdt, hgt = 0.16 * depth * t["s"], 0.1 * depth * t["s"]
             base = t["y"]
