@@ -251,8 +251,10 @@ def test_blank_canvas_is_an_error_for_guided_methods(tiny_pipe):
         for blank in (white, clear):
             with pytest.raises(ValueError, match="blank"):
                 tiny_pipe.generate(method, PROMPT, blank, steps=2, seed=0)
-    photo = Image.new("RGB", (64, 64), (90, 140, 60))  # transparent strokes over a photo: the photo is the target
-    assert len(tiny_pipe.sdedit(PROMPT, clear, background=photo, steps=2, seed=0).images) == 1
+    photo = Image.new("RGB", (64, 64), (90, 140, 60))  # re-imagining from a photo alone: the photo is the target
+    assert len(tiny_pipe.sdedit(PROMPT, clear, background=photo, edit=False, steps=2, seed=0).images) == 1
+    with pytest.raises(ValueError, match="nothing is painted"):  # an edit (the default) of nothing
+        tiny_pipe.sdedit(PROMPT, clear, background=photo, steps=2, seed=0)
     assert len(tiny_pipe.text2img(PROMPT, white, steps=2, seed=0).images) == 1  # text ignores the canvas
 
 
