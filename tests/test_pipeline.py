@@ -172,7 +172,10 @@ def test_rgba_strokes_composite_on_white_and_size_follows_strokes(tiny_pipe):
 def test_odd_sized_strokes_keep_their_aspect_ratio(tiny_pipe):
     from PIL import Image
 
+    from PIL import ImageDraw
+
     wide = Image.new("RGB", (150, 75), "white")  # 2:1, not a multiple of 8
+    ImageDraw.Draw(wide).ellipse((20, 10, 90, 60), fill=(40, 90, 220))  # something to follow
     # The model's native pixel count (64 x 64) at 2:1, each side rounded to 8.
     assert tiny_pipe._size(None, None, wide) == (48, 88)
     assert tiny_pipe._size(None, 96, wide) == (48, 96) and tiny_pipe._size(32, None, wide) == (32, 64)
