@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from gradop.images import load_image
+from gradop.images import has_alpha, load_image
 from gradop.options import Knobs, knob
 from gradop.painting import PaintingFn
 from gradop.regions import DEFAULT_TOLERANCE
@@ -70,10 +70,6 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 # ----------------------------------------------------------------------------- masks
-
-def has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (image.mode == "P" and "transparency" in image.info)
-
 
 def painted_area(strokes: Image.Image) -> np.ndarray:
     """Bool (H, W): the pixels the strokes paint (alpha for RGBA, non-white for RGB; see above)."""

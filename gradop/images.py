@@ -89,13 +89,17 @@ def is_blank(image: Image.Image, tolerance: int = 8) -> bool:
     return min(low for low, _ in image.convert("RGB").getextrema()) >= 255 - tolerance
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the image carries transparency (an alpha channel or a transparent palette entry)."""
+    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
 def to_rgb(image: Image.Image, background: Image.Image | tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """RGB version of a stroke image: transparency is composited over `background` (white canvas
     by default, or a photo for real-image editing)."""
     if image.mode not in CONVERTIBLE_MODES:
         raise ValueError(f"image mode '{image.mode}' is not supported; save the image as 8-bit RGB or RGBA PNG")
-    has_alpha = image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (image.mode == "P" and "transparency" in image.info)
-    if not has_alpha:
+    if not has_alpha(image):
         return image.convert("RGB")
     rgba = image.convert("RGBA")
     if isinstance(background, Image.Image):
