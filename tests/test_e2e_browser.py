@@ -126,6 +126,18 @@ def wait_idle(page: Page) -> None:
     expect(page.locator("[data-testid='stStatusWidget']")).to_have_count(0, timeout=60_000)
 
 
+def describe_with_fast_settings(page: Page, prompt: str) -> None:
+    """Type the prompt and set the fastest knobs (2 steps, 1 iteration, 1 gradient step)."""
+    prompt_box = page.get_by_label("Prompt", exact=True)
+    prompt_box.fill(prompt)
+    prompt_box.press("Control+Enter")
+    wait_idle(page)
+    page.get_by_text("Advanced settings").click()
+    for label, value in (("Steps", 2), ("Iterations", 1), ("Gradient steps", 1)):
+        set_number(page, label, value)
+        wait_idle(page)
+
+
 def paint_and_describe(page: Page, prompt: str) -> None:
     """Everything up to pressing Generate: two strokes, a prompt, fast knobs, a region word."""
     page.locator("canvas.upper-canvas").wait_for(timeout=60_000)
@@ -141,14 +153,7 @@ def paint_and_describe(page: Page, prompt: str) -> None:
     wait_idle(page)
     expect(page.get_by_text("0 of 2 regions have a word")).to_be_visible(timeout=60_000)
 
-    prompt_box = page.get_by_label("Prompt", exact=True)
-    prompt_box.fill(prompt)
-    prompt_box.press("Control+Enter")
-    wait_idle(page)
-    page.get_by_text("Advanced settings").click()
-    for label, value in (("Steps", 2), ("Iterations", 1), ("Gradient steps", 1)):
-        set_number(page, label, value)
-        wait_idle(page)
+    describe_with_fast_settings(page, prompt)
 
     # The swatch whose colour is nearest the water brush gets the word "lake".
     labels = page.get_by_text(re.compile(r"^Region #[0-9a-f]{6}")).all_inner_texts()

@@ -15,7 +15,7 @@ from PIL import Image
 from gradop import serving
 from gradop.editing import fit_image
 from gradop.metadata import read_params
-from test_e2e_browser import (ARTIFACTS, RED, browser, pick_colour, server, set_number,  # noqa: F401
+from test_e2e_browser import (ARTIFACTS, RED, browser, describe_with_fast_settings, pick_colour, server,  # noqa: F401
                               stroke, wait_idle)
 from playwright.sync_api import expect  # noqa: E402  (after the skip logic of test_e2e_browser)
 
@@ -48,14 +48,7 @@ def test_paint_over_an_uploaded_photo_keeps_the_unpainted_pixels(server, browser
         wait_idle(page)
         stroke(page, [(0.4, 0.45), (0.6, 0.5), (0.45, 0.55), (0.55, 0.45)])  # a blob in the middle band
         wait_idle(page)
-        prompt_box = page.get_by_label("Prompt", exact=True)
-        prompt_box.fill("a red hut in a field")
-        prompt_box.press("Control+Enter")
-        wait_idle(page)
-        page.get_by_text("Advanced settings").click()
-        for label, value in (("Steps", 2), ("Iterations", 1), ("Gradient steps", 1)):
-            set_number(page, label, value)
-            wait_idle(page)
+        describe_with_fast_settings(page, "a red hut in a field")
         page.get_by_role("button", name="Generate", exact=True).click()
         expect(page.get_by_text(re.compile(r"^Done in"))).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
         expect(page.locator("[data-testid='stAlertContentError']")).to_have_count(0)
