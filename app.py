@@ -377,6 +377,7 @@ def progress_panel() -> None:
     if job.finished:
         st.rerun()
     st.progress(job.fraction, text=job.describe())
+    job.request_preview()  # the next poll shows a fresh one; none is decoded between polls
     if job.preview is not None:
         st.image(serving.for_display(job.preview), caption="live preview", width=256)
     st.button("Cancelling…" if job.cancelling else "Cancel", key="cancel", on_click=job.cancel,

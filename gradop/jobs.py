@@ -153,7 +153,10 @@ class Run:
 class GenerationJob:
     """Runs `pipeline.generate` for each run on a worker thread; the page polls its state."""
 
-    PREVIEW_SHARE = 0.2  # at most this fraction of the time goes into decoding live previews
+    # Live previews are decoded on the worker thread only when the page has asked for one since
+    # the last (request_preview, once per poll): a preview nobody sees is wasted work. The share
+    # caps them where a decode is slow (SD's VAE on a CPU).
+    PREVIEW_SHARE = 0.1
 
     def __init__(self, pipeline, runs: list[Run], *, estimate: float | None = None, meta: dict | None = None,
                  alive: Callable[[], bool] | None = None, orphan_grace: float = ORPHAN_GRACE_S):
@@ -173,12 +176,18 @@ class GenerationJob:
         self.started = time.monotonic()
         self.elapsed: float | None = None
         self._preview_seconds = 0.0
+        self._preview_wanted = threading.Event()
+        self._preview_wanted.set()  # the first preview as soon as there are latents
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._work, name="gradop-job", daemon=True)
 
     def start(self) -> "GenerationJob":
         self._thread.start()
         return self
+
+    def request_preview(self) -> None:
+        """The page shows a preview: decode one at the next step (at most one per request)."""
+        self._preview_wanted.set()
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -224,7 +233,9 @@ class GenerationJob:
         self.status = "running"
         self.step, self.total, self.phase = progress.step, progress.total, progress.phase
         elapsed = time.monotonic() - self.started
-        if progress.latents is not None and self._preview_seconds <= self.PREVIEW_SHARE * elapsed:
+        if (progress.latents is not None and self._preview_wanted.is_set()
+                and self._preview_seconds <= self.PREVIEW_SHARE * elapsed):
+            self._preview_wanted.clear()
             began = time.monotonic()
             self.preview = self.pipeline.preview(progress.latents)
             self._preview_seconds += time.monotonic() - began

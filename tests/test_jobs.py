@@ -179,3 +179,30 @@ def test_a_short_disconnect_does_not_cancel_the_job():
     job = GenerationJob(pipeline, [Run("A", "text", {"prompt": "p"})], alive=lambda: next(answers, True),
                         orphan_grace=30).start()
     assert job.wait(60) and job.status == "done" and not job.abandoned
+
+
+def test_previews_are_decoded_only_when_the_page_asks():
+    class Steps:  # the fake pipeline takes one step per release
+        def __init__(self):
+            self._steps = threading.Semaphore(0)
+
+        def wait(self):
+            self._steps.acquire()
+
+        def release(self, n):
+            for _ in range(n):
+                self._steps.release()
+
+    steps = Steps()
+    pipeline = FakePipeline(steps=6, gate=steps)
+    job = GenerationJob(pipeline, [Run("A", "text", {"prompt": "p"})])
+    job.PREVIEW_SHARE = float("inf")  # no time cap: only the page's requests decide
+    job.start()
+    steps.release(3)  # three steps, no request: only the first preview
+    deadline = time.monotonic() + 30
+    while job.step < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.step == 3 and pipeline.previews == 1
+    job.request_preview()
+    steps.release(3)
+    assert job.wait(30) and job.status == "done" and pipeline.previews == 2

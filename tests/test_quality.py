@@ -100,8 +100,8 @@ def test_statistics_auc_bootstrap_and_paired_wins():
 
 def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     out = tmp_path / "quality"
-    code = main(["bench", "quality", "--world", "1", "--app", "0", "--ambiguous", "1", "--steps", "2", "--seeds", "2",
-                 "--settings", "text2img", "sdedit 0.5", "gradop+", "--region-settings", "gradop+",
+    code = main(["bench", "quality", "--world", "1", "--app", "0", "--ambiguous", "1", "--edit", "1", "--steps", "2",
+                 "--seeds", "2", "--settings", "text2img", "sdedit 0.5", "gradop+", "--region-settings", "gradop+",
                  "--region-strengths", "1.0", "--references", "2", "--sheet", "1", "--out", str(out)])
     assert code == 0
     rows = [json.loads(line) for line in (out / "rows_0.jsonl").read_text().splitlines()]
@@ -111,6 +111,8 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     # No control answers for both words; each word at w'=1: 2 images each.
     assert len(region) == (2 + 2) * 2 and {r["region_strength"] for r in region} == {0.0, 1.0}
     assert len([r for r in rows if r["section"] == "reference"]) == 2 * 3
+    editing = [r for r in rows if r["section"] == "editing"]  # no word, the word at w'=1, re-imagined: 2 images each
+    assert [(r["condition"], r["region_strength"]) for r in editing[::2]] == [("no word", 0), ("word", 1.0), ("reimagine", 1.0)]
     for r in rows:
         for key, value in r.items():
             if isinstance(value, float):
@@ -122,6 +124,8 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     assert summary["promise_1"]["verdict"] and summary["promise_2"]["verdict"]
     report = (out / "report.md").read_text()
     assert "| setting | blurred L2 |" in report and "| gradop+ |" in report and "Promise 2" in report
+    assert set(summary["editing"]) == {"gradop+ / no word", "gradop+ / word w'=1", "gradop+ / reimagine"}
+    assert "## Editing" in report and "| gradop+ / word w'=1 |" in report
     for name in ("realism_vs_faithfulness.png", "contact_sheet.png"):
         with Image.open(out / name) as image:
             assert image.size[0] > 300 and image.size[1] > 100
@@ -229,3 +233,20 @@ def test_resume_keeps_finished_paintings_and_runs_the_rest(monkeypatch, tmp_path
     runner.run_shard(ctx, paintings, tmp_path, resume=True, log=lambda _: None)
     assert ran == [p.name for p in paintings[:2]] + [paintings[2].name]
     assert [r["painting"] for r in runner.read_rows(tmp_path)] == [p.name for p in paintings]
+
+
+@pytest.mark.parametrize("factor, within", [(1.02, True), (0.97, True), (1.10, False)])
+def test_decoder_parity_compares_the_cheap_decoder_with_the_full_vae(factor, within):
+    from gradop.quality.report import markdown
+    from gradop.quality.summary import summarise
+
+    rows = _synthetic_rows(gradop_realism=0.7, gradop_l2=0.04)
+    cheap = [{**r, "setting": "gradop+ linear", "blurred_l2": r["blurred_l2"] * factor, "seconds": 0.5}
+             for r in rows if r.get("setting") == "gradop+"]
+    summary = summarise(rows + cheap)
+    parity = summary["decoder_parity"]["gradop+ linear"]
+    assert parity["against"] == "gradop+" and parity["decoder"] == "linear"
+    assert parity["blurred_l2"]["relative"] == pytest.approx(factor - 1, abs=1e-9)
+    assert parity["realism_judge"]["relative"] == pytest.approx(0, abs=1e-9)
+    assert parity["within"] is within
+    assert ("**within 5%**" if within else "**NOT within 5%**") in markdown(summary)

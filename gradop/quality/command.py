@@ -20,21 +20,23 @@ DEFAULT_OUT = Path("build/quality")
 
 def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     from gradop.models import DEFAULT_MODEL
-    from gradop.quality.runner import GUIDED_SETTINGS, REGION_SETTINGS, REGION_STRENGTHS
+    from gradop.quality.runner import DECODER_SETTINGS, GUIDED_SETTINGS, REGION_SETTINGS, REGION_STRENGTHS
 
     guided = [s.label for s in GUIDED_SETTINGS]
+    decoders = [s.label for s in DECODER_SETTINGS]
     region = [s.label for s in REGION_SETTINGS]
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model to measure (default {DEFAULT_MODEL})")
     parser.add_argument("--judge", type=Path, help="judge folder (default: the demo model's judge)")
     parser.add_argument("--world", type=int, default=36, help="paintings by the world's stroke renderer (default 36)")
     parser.add_argument("--app", type=int, default=36, help="app-style paintings (default 36)")
     parser.add_argument("--ambiguous", type=int, default=32, help="colour-ambiguous app-style paintings (default 32)")
+    parser.add_argument("--edit", type=int, default=12, help="held-out photos with a painted object to edit (default 12)")
     parser.add_argument("--seeds", type=int, default=2, help="images per painting and setting (default 2)")
     parser.add_argument("--steps", type=int, default=25,
                         help="DDIM steps of every method (default 25, to fit 100+ paintings in 30 min on 2 CPU cores; "
                              "the pipeline's default is 50)")
     parser.add_argument("--settings", nargs="+", default=guided, metavar="LABEL",
-                        help=f"guided settings to run (default all: {', '.join(guided)})")
+                        help=f"guided settings to run (default: {', '.join(guided)}; also: {', '.join(decoders)})")
     parser.add_argument("--region-settings", nargs="*", default=region, metavar="LABEL",
                         help=f"settings run with region control (default: {', '.join(region)})")
     parser.add_argument("--region-strengths", nargs="+", type=float, default=list(REGION_STRENGTHS), metavar="W",
@@ -69,12 +71,12 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def run_quality(args) -> int:
-    from gradop.quality.runner import GUIDED_SETTINGS, REGION_SETTINGS
+    from gradop.quality.runner import DECODER_SETTINGS, GUIDED_SETTINGS, REGION_SETTINGS
 
-    guided = _settings(args.settings, GUIDED_SETTINGS, "setting")
+    guided = _settings(args.settings, GUIDED_SETTINGS + DECODER_SETTINGS, "setting")
     region = _settings(args.region_settings, REGION_SETTINGS, "region setting")
     shard, shards = _shard(args.shard)
-    for name in ("world", "app", "ambiguous", "references", "sheet"):
+    for name in ("world", "app", "ambiguous", "edit", "references", "sheet"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0")
     if not 1 <= args.seeds <= 16 or args.steps < 1:
@@ -99,16 +101,18 @@ def _run(args, guided, region, shard, shards, command) -> None:
 
     torch.set_num_threads(args.threads)
     started = time.time()
-    paintings = benchmark_paintings(args.world, args.app, args.ambiguous)
+    paintings = benchmark_paintings(args.world, args.app, args.ambiguous, args.edit)
     if not paintings:
-        raise ValueError("no paintings to run: give --world, --app or --ambiguous > 0")
+        raise ValueError("no paintings to run: give --world, --app, --ambiguous or --edit > 0")
     judge = load_judge(args.judge or DEFAULT_JUDGE)
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device)
-    sheet = {p.name for kind in ("world", "app", "ambiguous") for p in [q for q in paintings if q.kind == kind][:args.sheet]}
+    sheet = {p.name for kind in ("world", "app", "ambiguous", "edit")
+             for p in [q for q in paintings if q.kind == kind][:args.sheet]}
     ctx = Context(pipe, judge, seeds=args.seeds, steps=args.steps, guided_settings=guided, region_settings=region,
                   region_strengths=tuple(args.region_strengths), images_dir=args.out / "images", sheet_paintings=sheet)
     config = {"command": command, "model": args.model, "world": args.world, "app": args.app, "ambiguous": args.ambiguous,
-              "seeds": args.seeds, "steps": args.steps, "settings": args.settings, "region_settings": args.region_settings,
+              "edit": args.edit, "seeds": args.seeds, "steps": args.steps, "settings": args.settings,
+              "region_settings": args.region_settings,
               "region_strengths": args.region_strengths, "references": args.references, "shard": args.shard,
               "threads": args.threads, "started": started}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -119,6 +119,11 @@ def bootstrap_ci(values, groups, *, resamples: int = 2000, level: float = 0.95, 
             "high": float(np.percentile(means, 100 - tail)), "n": int(len(per))}
 
 
+def format_ci(entry: dict, digits: int = 3) -> str:
+    """'mean [low, high]' of a bootstrap_ci / paired entry."""
+    return f"{entry['mean']:.{digits}f} [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+
+
 def paired(rows_a: list[dict], rows_b: list[dict], key: str, **ci) -> dict:
     """A - B on `key` over images both have (matched by painting and image index): the
     bootstrap CI of the mean difference and the per-image win rate of A (A > B)."""

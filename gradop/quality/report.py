@@ -11,14 +11,11 @@ from PIL import Image
 
 from gradop.grid import labelled_grid
 from gradop.quality import runner
+from gradop.quality.metrics import format_ci as _ci
 from gradop.quality.runner import SDEDIT_STRENGTHS
-from gradop.quality.summary import FAITHFULNESS, SIGNALS, VALID_AUC
+from gradop.quality.summary import FAITHFULNESS, PARITY, SIGNALS, VALID_AUC
 
 SHEET_COLUMNS = ("text2img", "sdedit_0.5", "sdedit_0.7", "sdedit_0.9", "gradop+", "gradop+_median", "gradop")
-
-
-def _ci(entry: dict, digits: int = 3) -> str:
-    return f"{entry['mean']:.{digits}f} [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
 
 
 def markdown(summary: dict) -> str:
@@ -74,6 +71,21 @@ def markdown(summary: dict) -> str:
                          f"{e['cases_at_or_above_0.9']:.3f} | {_ci(e['realism_judge'])} | {change} | "
                          f"{e['seconds_per_image']:.2f} |")
     lines.append(f"\nVerdict: **{p2['verdict']}**.\n")
+    if parity := summary.get("decoder_parity"):
+        lines += ["## Guidance decoders: a cheap decoder against the full VAE\n",
+                  f"The same GradOP+ setting with another guidance decoder (issue 12: parity = every relative change "
+                  f"within {PARITY:.0%}). Relative change = (cheap - full) / full of the means; the CI is the paired "
+                  "difference.\n",
+                  "| setting | against | score | cheap | full VAE | relative change | paired diff | s/image cheap / full |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, e in parity.items():
+            for key in [k for k in e if isinstance(e[k], dict) and "relative" in e[k]]:
+                v = e[key]
+                lines.append(f"| {label} | {e['against']} | {key} | {v['cheap']:.4f} | {v['full']:.4f} | "
+                             f"{v['relative']:+.1%} | {_ci(v['diff'], 4)} | {e['seconds_per_image']['cheap']:.2f} / "
+                             f"{e['seconds_per_image']['full']:.2f} |")
+        lines.append("\n" + "; ".join(f"{label}: **{'within' if e['within'] else 'NOT within'} {PARITY:.0%}**"
+                                      for label, e in parity.items()) + ".\n")
     for section in runner.SECTIONS:  # sections added later write their own part
         if hasattr(section, "markdown") and section.name in summary:
             lines.append(section.markdown(summary[section.name]))
@@ -129,14 +141,18 @@ def plot(summary: dict, path: Path) -> Path:
 
 def contact_sheet(images_dir: Path, path: Path, rows_per_kind: int = 3) -> Path | None:
     """Strokes and outputs (first seed) of a few paintings: guided settings for world/app
-    paintings, no control vs each word at the strongest w' for ambiguous ones."""
+    paintings, no control vs each word at the strongest w' for ambiguous ones, the photo and
+    GradOP+'s edits for edit ones."""
     folders = sorted(p for p in images_dir.iterdir() if p.is_dir()) if images_dir.is_dir() else []
     if not folders:
         return None
     images, labels, columns = [], [], 1 + len(SHEET_COLUMNS)
     for folder in folders:
         files = {p.stem: p for p in folder.glob("*.png")}
-        if folder.name.startswith("ambiguous"):
+        if folder.name.startswith("edit"):  # photo, painted, GradOP+ edits without / with the word, re-imagined
+            names = ["photo", "painted", "gradop+"] + sorted(k for k in files if k.startswith("gradop+_") and "_w" in k)
+            names += ["gradop+_reimagine"]
+        elif folder.name.startswith("ambiguous"):
             region = sorted(k for k in files if k.startswith("gradop+_") and "_w" in k)
             names = ["strokes", "gradop+"] + region[-4:]
         else:

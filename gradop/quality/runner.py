@@ -1,9 +1,9 @@
 """Running the methods on the benchmark's paintings, with the same seeds for every method.
 
 The benchmark is a list of sections (SECTIONS). Each section takes the paintings it applies to
-and returns one row (a flat dict of scores, "section" = its name) per generated image. The two
-built-in sections (guided, region) are summarised by summary.py. A new section (e.g. editing) is
-an object with `name`, `applies(painting)`, `run(context, painting) -> rows`, and optionally
+and returns one row (a flat dict of scores, "section" = its name) per generated image. The guided
+and region sections are summarised by summary.py; the others (editing.py) summarise
+themselves. A section is an object with `name`, `applies(painting)`, `run(context, painting) -> rows`, and optionally
 `summarise(rows) -> dict` (stored under its name in summary.json) and `markdown(part) -> str`
 (appended to the report), added to SECTIONS; nothing else needs to change.
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gradop.images import pil_to_tensor
+from gradop.quality.editing import EditingSection
 from gradop.quality.metrics import Judge, faithfulness, realism_signals, region_shares
 from gradop.quality.scenes import REFERENCE_SEED, Painting, _to_model_size, render_app_painting
 from gradop.regions import find_regions, spec_from_colors
@@ -51,15 +52,19 @@ GUIDED_SETTINGS = (
     Setting("gradop+ s0.6", "gradop+", (("strength", 0.6),)),
     Setting("gradop+ s0.9", "gradop+", (("strength", 0.9),)),
     Setting("gradop+ median", "gradop+", (("painting", "median-palette"),)),
+    # The cheapest guidance decoder (issue 12): the default only if within 5% of the VAE path here.
+    Setting("gradop+ linear", "gradop+", (("guidance_decoder", "linear"),)),
     Setting("gradop", "gradop"),
 )
+# The other guidance decoders (issue 12), selectable with --settings for a parity run.
+DECODER_SETTINGS = tuple(Setting(f"gradop+ {d}", "gradop+", (("guidance_decoder", d),)) for d in ("vae", "vae-half", "conv", "tiny"))
 # A generated reference that certainly keeps the painting's flat look: realism signals must
 # rank text2img above it (validation on generated images).
 PAINTING_LIKE_REFERENCE = Setting("sdedit 0.3 (reference)", "sdedit", (("strength", 0.3),))
 REGION_SETTINGS = (Setting("text2img", "text"), Setting("sdedit 0.8", "sdedit", (("strength", 0.8),)),
                    Setting("gradop+", "gradop+"), Setting("gradop", "gradop"))
 REGION_STRENGTHS = (0.5, 2.0)
-SETTINGS_BY_LABEL = {s.label: s for s in (*GUIDED_SETTINGS, PAINTING_LIKE_REFERENCE)}
+SETTINGS_BY_LABEL = {s.label: s for s in (*GUIDED_SETTINGS, *DECODER_SETTINGS, PAINTING_LIKE_REFERENCE)}
 
 
 @dataclass
@@ -162,7 +167,7 @@ class RegionSection:
         return rows
 
 
-SECTIONS = [GuidedSection(), RegionSection()]
+SECTIONS = [GuidedSection(), RegionSection(), EditingSection()]
 
 
 def reference_rows(ctx: Context, indices) -> list[dict]:

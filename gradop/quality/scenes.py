@@ -11,6 +11,9 @@ above both):
 - "ambiguous": app-style paintings in which one colour can mean two classes (blue = lake or
   sky, red = hut or sun, green = trees or grass, grey = mountain or clouds); the caption names
   both, and the benchmark runs each with each word assigned to that colour.
+- "edit": a held-out world photo (the background) with one blob painted on its ground, a red
+  blob for "hut" or a green one for "tree" (the world's stroke colours), and the prompt
+  "<the photo's caption> with a red hut" / "... with a green tree" (the editing section).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from gradop.world import CLASSES, caption, render_strokes, sample_scene, scene_classes, to_pil
+from gradop.world import CLASSES, caption, render_photo, render_strokes, sample_scene, scene_classes, to_pil
 from gradop.world.captions import phrases
 from gradop.world.scene import HELDOUT_SEED, layers
 
@@ -28,6 +31,7 @@ WORLD_SEED = HELDOUT_SEED + 300_000  # world-renderer paintings
 APP_SEED = 2_000_000  # app-style paintings
 AMBIGUOUS_SEED = 2_100_000  # colour-ambiguous app-style paintings
 REFERENCE_SEED = 2_200_000  # photos and paintings that validate the realism signals
+EDIT_SEED = HELDOUT_SEED + 30_000  # photos edited by the editing section
 DRAW_SIZE = 256  # app paintings are drawn at the app's smallest canvas size, then resized
 
 # The app's palette (app.py PALETTE; tests/test_quality.py checks that the two agree).
@@ -69,6 +73,7 @@ class Painting:
     meanings: tuple = ()
     source: str | None = None
     classes: list[str] = field(default_factory=list)
+    background: Image.Image | None = None  # edit paintings: the photo painted over (image is RGBA strokes)
 
 
 def _hex_rgb(hex_colour: str) -> tuple[int, int, int]:
@@ -262,9 +267,32 @@ def _has_region(image: Image.Image, colour: str, min_area_fraction: float = 0.01
         return False
 
 
-def benchmark_paintings(world: int, app: int, ambiguous: int, size: int = 64) -> list[Painting]:
+# (class, word, caption phrase, stroke colour, blob size as a fraction of the side (w, h)).
+EDIT_OBJECTS = (
+    ("house", "hut", "a red hut", "#cc3326", (0.26, 0.2)),
+    ("tree", "tree", "a green tree", "#0d661a", (0.16, 0.26)),
+)
+
+
+def edit_painting(index: int, size: int = 64) -> Painting:
+    """A held-out photo with one object blob painted on its ground (RGBA strokes over it)."""
+    seed = EDIT_SEED + index
+    scene = sample_scene(seed)
+    cls, word, phrase, colour, (bw, bh) = EDIT_OBJECTS[index % len(EDIT_OBJECTS)]
+    rng = np.random.default_rng(seed)
+    cx = rng.uniform(0.2, 0.8) * size
+    cy = rng.uniform(min(scene["horizon"] + 0.15, 0.8), 0.82) * size
+    strokes = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(strokes).ellipse((cx - bw * size / 2, cy - bh * size / 2, cx + bw * size / 2, cy + bh * size / 2),
+                                    fill=(*_hex_rgb(colour), 255))
+    return Painting(name=f"edit-{index:03d}", kind="edit", seed=seed, caption=f"{caption(scene)} with {phrase}",
+                    image=strokes, colour=colour, meanings=((cls, word),), source=cls,
+                    classes=sorted(scene_classes(scene) | {cls}), background=to_pil(render_photo(scene, size)))
+
+
+def benchmark_paintings(world: int, app: int, ambiguous: int, edit: int = 0, size: int = 64) -> list[Painting]:
     """The benchmark's paintings in a fixed order that interleaves the kinds (so a shard, or a
     run stopped early, still covers every kind)."""
     kinds = [[world_painting(i, size) for i in range(world)], [app_painting(i, size) for i in range(app)],
-             [ambiguous_painting(i, size) for i in range(ambiguous)]]
-    return [kind[i] for i in range(max(world, app, ambiguous, 0)) for kind in kinds if i < len(kind)]
+             [ambiguous_painting(i, size) for i in range(ambiguous)], [edit_painting(i, size) for i in range(edit)]]
+    return [kind[i] for i in range(max(world, app, ambiguous, edit, 0)) for kind in kinds if i < len(kind)]

@@ -13,6 +13,7 @@ VALID_AUC = 0.75  # a realism signal must rank photos above paintings at least t
 SIGNALS = ("judge", "texture")
 FAITHFULNESS = ("blurred_l2", "painted_l2", "region_colour_error")
 SHARE_TARGET = 0.9
+PARITY = 0.05  # issue 12: a cheaper guidance decoder may be the default only within 5% of the full VAE
 
 
 def _rows(rows, **match):
@@ -104,6 +105,41 @@ def promise_one(rows: list[dict], validation: dict) -> dict:
     return result
 
 
+def decoder_parity(rows: list[dict], validation: dict) -> dict:
+    """GradOP+ at its defaults with each cheap guidance decoder against the full VAE (a setting
+    that differs from the defaults at most by its decoder): the relative change of mean blurred
+    L2 and of each validated realism signal, with the paired CI of the difference."""
+    from gradop.options import GradopPlusOptions
+    from gradop.quality.runner import SETTINGS_BY_LABEL
+
+    guided = _rows(rows, section="guided")
+    decoders = {}  # decoder -> label, for the defaults-but-decoder settings that were run
+    for label in dict.fromkeys(_column(guided, "setting")):
+        setting = SETTINGS_BY_LABEL.get(label)
+        options = dict(setting.options) if setting else {"?": None}
+        if setting and setting.method == "gradop+" and set(options) <= {"guidance_decoder"}:
+            decoders.setdefault(options.get("guidance_decoder", GradopPlusOptions().guidance_decoder), label)
+    keys = ["blurred_l2"] + [f"realism_{s}" for s in SIGNALS if validation.get(s, {}).get("valid")]
+    out = {}
+    if "vae" not in decoders:
+        return out
+    full = _rows(guided, setting=decoders["vae"])
+    for decoder, label in decoders.items():
+        if decoder == "vae":
+            continue
+        cheap = _rows(guided, setting=label)
+        entry = {"against": decoders["vae"], "decoder": decoder}
+        for key in keys:
+            a, b = float(np.mean(_column(cheap, key))), float(np.mean(_column(full, key)))
+            entry[key] = {"cheap": a, "full": b, "relative": (a - b) / abs(b) if b else float("nan"),
+                          "diff": paired(cheap, full, key)}
+        entry["within"] = bool(all(abs(entry[k]["relative"]) <= PARITY for k in keys))
+        entry["seconds_per_image"] = {"cheap": float(np.mean(_column(cheap, "seconds"))),
+                                      "full": float(np.mean(_column(full, "seconds")))}
+        out[label] = entry
+    return out
+
+
 def promise_two(rows: list[dict], validation: dict) -> dict:
     """Per region setting and strength: the assigned class's share of the region (mean, CI),
     the competing class's share, the share of cases >= 0.9, and realism with control minus
@@ -167,9 +203,10 @@ def summarise(rows: list[dict], config: dict | None = None) -> dict:
     validation = validate_signals(rows)
     summary = {"config": config or {}, "validation": validation,
                "paintings": {kind: len({r["painting"] for r in rows if r["kind"] == kind and r["section"] != "reference"})
-                             for kind in ("world", "app", "ambiguous")},
+                             for kind in ("world", "app", "ambiguous", "edit")},
                "guided": setting_table(rows), "promise_1": promise_one(rows, validation),
-               "promise_2": promise_two(rows, validation)}
+               "promise_2": promise_two(rows, validation),
+               "decoder_parity": decoder_parity(rows, validation)}
     for section in SECTIONS:  # sections added later summarise themselves
         if hasattr(section, "summarise"):
             summary[section.name] = section.summarise(_rows(rows, section=section.name))

@@ -1,0 +1,25 @@
+#!/bin/bash
+# The published quality benchmark (README "Quality benchmark"): two shards side by side, one
+# thread each (the fastest use of 2 cores), then the merge. Run from anywhere:
+#   bash bench/run_quality.sh               # every section, default counts -> build/quality-run
+#   bash bench/run_quality.sh decoders      # GradOP+ with every guidance decoder -> build/quality-decoders
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-.venv/bin/python}
+if [ "${1:-}" = decoders ]; then
+    out=build/quality-decoders
+    args=(--ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae" "gradop+ vae-half" "gradop+ linear" "gradop+ conv" "gradop+ tiny")
+else
+    out=build/quality-run
+    args=()
+fi
+rm -rf "$out"
+mkdir -p "$out"
+start=$(date +%s)
+for i in 0 1; do
+    "$python" -m gradop.cli bench quality --seeds 2 --steps 25 "${args[@]}" --shard $i/2 --threads 1 --out "$out" \
+        2> "$out/shard$i.log" &
+done
+wait
+echo "wall $(( $(date +%s) - start )) s"
+"$python" -m gradop.cli bench quality --merge --out "$out"
