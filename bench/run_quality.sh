@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 if [ "${1:-}" = decoders ]; then
     out=build/quality-decoders
-    args=(--ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae" "gradop+ vae-half" "gradop+ linear" "gradop+ conv" "gradop+ tiny")
+    args=(--ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae-half" "gradop+ linear" "gradop+ conv" "gradop+ tiny")
 else
     out=build/quality-run
     args=()

@@ -160,7 +160,7 @@ def contact_sheet(images_dir: Path, path: Path, rows_per_kind: int = 3) -> Path 
         names = [n for n in names if n in files][:columns]
         for n in names:
             images.append(Image.open(files[n]).convert("RGB"))
-            labels.append(folder.name if n == "strokes" else n)
+            labels.append(folder.name if n == names[0] else n)  # the row's first image names the painting
         for _ in range(columns - len(names)):  # pad the row
             images.append(Image.new("RGB", (8, 8), "white"))
             labels.append("")
