@@ -1,11 +1,11 @@
 """Running the methods on the benchmark's paintings, with the same seeds for every method.
 
 The benchmark is a list of sections (SECTIONS). Each section takes the paintings it applies to
-and returns one row (a flat dict of scores, "section" = its name) per generated image. The guided
-and region sections are summarised by summary.py; the others (editing.py) summarise
-themselves. A section is an object with `name`, `applies(painting)`, `run(context, painting) -> rows`, and optionally
-`summarise(rows) -> dict` (stored under its name in summary.json) and `markdown(part) -> str`
-(appended to the report), added to SECTIONS; nothing else needs to change.
+and returns one row (a flat dict of scores, "section" = its name) per generated image. The
+guided and region sections are summarised by summary.py; the others (editing.py) summarise
+themselves. A section is an object with `name`, `applies(painting)`, `run(context, painting)
+-> rows`, and optionally `summarise(rows) -> dict` (stored under its name in summary.json) and
+`markdown(part) -> str` (appended to the report), added to SECTIONS; nothing else changes.
 
 Rows are appended to `<out>/rows_<shard>.jsonl` as each painting finishes, so a run that is
 stopped keeps what it did and several shards can run side by side (`--shard i/n`).
@@ -52,12 +52,13 @@ GUIDED_SETTINGS = (
     Setting("gradop+ s0.6", "gradop+", (("strength", 0.6),)),
     Setting("gradop+ s0.9", "gradop+", (("strength", 0.9),)),
     Setting("gradop+ median", "gradop+", (("painting", "median-palette"),)),
-    # The cheapest guidance decoder (issue 12): the default only if within 5% of the VAE path here.
+    # The cheapest guidance decoder: it could be the default only within 5% of the VAE (decoder_parity).
     Setting("gradop+ linear", "gradop+", (("guidance_decoder", "linear"),)),
     Setting("gradop", "gradop"),
 )
 # The other guidance decoders (issue 12), selectable with --settings for a parity run.
-DECODER_SETTINGS = tuple(Setting(f"gradop+ {d}", "gradop+", (("guidance_decoder", d),)) for d in ("vae", "vae-half", "conv", "tiny"))
+DECODER_SETTINGS = tuple(Setting(f"gradop+ {d}", "gradop+", (("guidance_decoder", d),))
+                         for d in ("vae", "vae-half", "conv", "tiny"))
 # A generated reference that certainly keeps the painting's flat look: realism signals must
 # rank text2img above it (validation on generated images).
 PAINTING_LIKE_REFERENCE = Setting("sdedit 0.3 (reference)", "sdedit", (("strength", 0.3),))
