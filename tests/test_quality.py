@@ -250,3 +250,31 @@ def test_decoder_parity_compares_the_cheap_decoder_with_the_full_vae(factor, wit
     assert parity["realism_judge"]["relative"] == pytest.approx(0, abs=1e-9)
     assert parity["within"] is within
     assert ("**within 5%**" if within else "**NOT within 5%**") in markdown(summary)
+
+
+def test_world_v2_paintings_draw_its_new_classes_and_world_1_is_the_default():
+    from gradop.quality.scenes import render_app_painting
+    from gradop.world import sample_scene
+
+    first = benchmark_paintings(2, 2, 0)
+    assert [p.caption for p in first] == [p.caption for p in benchmark_paintings(2, 2, 0, world_version=1)]
+    v2 = benchmark_paintings(2, 2, 0, world_version=2)
+    assert [p.caption for p in v2] != [p.caption for p in first]
+    scene = next(s for s in (sample_scene(2_000_000 + i, 2) for i in range(200)) if s.get("boats") or s.get("rocks"))
+    drawn = np.asarray(render_app_painting(scene))
+    hidden = np.asarray(render_app_painting(scene, {"boat": None, "rock": None}))
+    assert (drawn != hidden).any(axis=-1).mean() > 0.001  # boats and rocks are painted, not left as canvas
+
+
+def test_bench_quality_on_world_v2_with_the_v2_judge(tmp_path):
+    from gradop.world.judge import DEFAULT_JUDGE
+
+    out = tmp_path / "v2"
+    judge = DEFAULT_JUDGE.parent / "judge2"
+    assert main(["bench", "quality", "--world-version", "2", "--judge", str(judge), "--world", "1", "--app", "0",
+                 "--ambiguous", "0", "--edit", "0", "--steps", "2", "--seeds", "1", "--settings", "text2img",
+                 "--references", "1", "--out", str(out)]) == 0
+    config = json.loads((out / "config_0.json").read_text())
+    assert config["world_version"] == 2
+    rows = [json.loads(line) for line in (out / "rows_0.jsonl").read_text().splitlines()]
+    assert {r["section"] for r in rows} == {"reference", "guided"}

@@ -31,6 +31,9 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app", type=int, default=36, help="app-style paintings (default 36)")
     parser.add_argument("--ambiguous", type=int, default=32, help="colour-ambiguous app-style paintings (default 32)")
     parser.add_argument("--edit", type=int, default=12, help="held-out photos with a painted object to edit (default 12)")
+    parser.add_argument("--world-version", type=int, choices=(1, 2), default=1,
+                        help="scenes of world 1 (the demo model's, default) or world v2 (painting domains, boats, "
+                             "rocks; use a v2 judge, e.g. --judge pretrained_models/gradop-demo/judge2)")
     parser.add_argument("--seeds", type=int, default=2, help="images per painting and setting (default 2)")
     parser.add_argument("--steps", type=int, default=25,
                         help="DDIM steps of every method (default 25, to fit 100+ paintings in 30 min on 2 CPU cores; "
@@ -101,7 +104,8 @@ def _run(args, guided, region, shard, shards, command) -> None:
 
     torch.set_num_threads(args.threads)
     started = time.time()
-    paintings = benchmark_paintings(args.world, args.app, args.ambiguous, args.edit)
+    paintings = benchmark_paintings(args.world, args.app, args.ambiguous, args.edit,
+                                    world_version=args.world_version)
     if not paintings:
         raise ValueError("no paintings to run: give --world, --app, --ambiguous or --edit > 0")
     judge = load_judge(args.judge or DEFAULT_JUDGE)
@@ -109,9 +113,10 @@ def _run(args, guided, region, shard, shards, command) -> None:
     sheet = {p.name for kind in ("world", "app", "ambiguous", "edit")
              for p in [q for q in paintings if q.kind == kind][:args.sheet]}
     ctx = Context(pipe, judge, seeds=args.seeds, steps=args.steps, guided_settings=guided, region_settings=region,
-                  region_strengths=tuple(args.region_strengths), images_dir=args.out / "images", sheet_paintings=sheet)
+                  region_strengths=tuple(args.region_strengths), images_dir=args.out / "images", sheet_paintings=sheet,
+                  world_version=args.world_version)
     config = {"command": command, "model": args.model, "world": args.world, "app": args.app, "ambiguous": args.ambiguous,
-              "edit": args.edit, "seeds": args.seeds, "steps": args.steps, "settings": args.settings,
+              "edit": args.edit, "world_version": args.world_version, "seeds": args.seeds, "steps": args.steps, "settings": args.settings,
               "region_settings": args.region_settings,
               "region_strengths": args.region_strengths, "references": args.references, "shard": args.shard,
               "threads": args.threads, "started": started}

@@ -79,6 +79,7 @@ class Context:
     guided_settings: tuple = GUIDED_SETTINGS
     region_settings: tuple = REGION_SETTINGS
     region_strengths: tuple = REGION_STRENGTHS
+    world_version: int = 1  # the world of the scenes (and reference photos): 1 = the demo model's, 2 = world v2
     images_dir: Path | None = None  # where example outputs for the contact sheet go
     sheet_paintings: set = field(default_factory=set)  # names of paintings whose outputs are kept
     signals: dict = field(init=False)
@@ -176,7 +177,7 @@ def reference_rows(ctx: Context, indices) -> list[dict]:
     paintings of the same scenes (validation of every signal against known answers)."""
     rows = []
     for i in indices:
-        scene = sample_scene(REFERENCE_SEED + i)
+        scene = sample_scene(REFERENCE_SEED + i, ctx.world_version)
         views = {"photo": torch.from_numpy(render_photo(scene)).permute(2, 0, 1)[None],
                  "world": pil_to_tensor(to_pil(render_strokes(scene))),
                  "app": pil_to_tensor(_to_model_size(render_app_painting(scene), 64))}

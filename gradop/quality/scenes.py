@@ -41,7 +41,7 @@ APP_PALETTE = {"#8fc9f0": "sky", "#2f6fd0": "water", "#4caf50": "grass", "#1e5a2
 # Which palette colour a person picks for each class (None: left as white canvas).
 CLASS_PAINT = {"cloud": "#8c8c8c", "sun": "#f08a24", "moon": "#e8c860", "mountain": "#8c8c8c", "hill": "#4caf50",
                "water": "#2f6fd0", "grass": "#4caf50", "sand": "#e8c860", "snow": None, "tree": "#1e5a2a",
-               "house": "#d83a3a"}
+               "house": "#d83a3a", "boat": "#8b5a2b", "rock": "#8c8c8c"}  # boat, rock: world v2 only
 SKY_PAINT = {"day": "#8fc9f0", "sunset": "#f08a24", "night": "#303030"}
 TRUNK, ROOF = "#8b5a2b", "#303030"
 
@@ -200,6 +200,10 @@ def render_app_painting(scene: dict, paint: dict | None = None, size: int = DRAW
             roof = ROOF if paint.get("roof", True) else body
             draw.polygon(_jitter_points([(x - w / 2 - 4, base - h), (x + w / 2 + 4, base - h), (x, base - h * 1.7)],
                                         rng, sloppy), fill=roof)
+        elif name in ("boat", "rock"):  # world v2: a sloppy ellipse over the object's extent
+            box = _mask_box(mask, scale)
+            if box:
+                draw.ellipse(_flat(_jitter_points([box[:2], box[2:]], rng, sloppy)), fill=fill)
     if ground == "snow" and rng.random() < 0.3:  # a few blue shadow strokes on white snow
         draw.line([(rng.uniform(0, size), rng.uniform(hz * size, size)) for _ in range(3)], fill="#8fc9f0", width=6)
     return image
@@ -215,28 +219,28 @@ def _to_model_size(drawing: Image.Image, size: int) -> Image.Image:
     return drawing.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def world_painting(index: int, size: int = 64) -> Painting:
-    scene = sample_scene(WORLD_SEED + index)
+def world_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
+    scene = sample_scene(WORLD_SEED + index, world_version)
     strokes = to_pil(render_strokes(scene, size))
     return Painting(f"world-{index:03d}", "world", scene["seed"], caption(scene), strokes,
                     classes=sorted(scene_classes(scene)))
 
 
-def app_painting(index: int, size: int = 64) -> Painting:
-    scene = sample_scene(APP_SEED + index)
+def app_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
+    scene = sample_scene(APP_SEED + index, world_version)
     drawing = render_app_painting(scene)
     return Painting(f"app-{index:03d}", "app", scene["seed"], caption(scene), _to_model_size(drawing, size), drawing,
                     classes=sorted(scene_classes(scene)))
 
 
-def ambiguous_painting(index: int, size: int = 64) -> Painting:
+def ambiguous_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
     """Pair index % 4; the colour region has the geometry of the pair's first class for even
     index // 4 and of the second for odd, so each word is sometimes the 'natural' one."""
     colour, first, second, both = AMBIGUOUS_PAIRS[index % len(AMBIGUOUS_PAIRS)]
     source, other = (first, second) if (index // len(AMBIGUOUS_PAIRS)) % 2 == 0 else (second, first)
     seed = AMBIGUOUS_SEED + 1000 * index
     while True:  # the first scene in this painting's own seed block whose painting has the region
-        scene = sample_scene(seed)
+        scene = sample_scene(seed, world_version)
         if source[0] in scene_classes(scene) and (source[0] != "sky" or scene["sky"] == "day"):
             # Only the source class wears the ambiguous colour: any other class that would (the
             # competing one included) gets another palette colour or stays white canvas.
@@ -274,10 +278,10 @@ EDIT_OBJECTS = (
 )
 
 
-def edit_painting(index: int, size: int = 64) -> Painting:
+def edit_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
     """A held-out photo with one object blob painted on its ground (RGBA strokes over it)."""
     seed = EDIT_SEED + index
-    scene = sample_scene(seed)
+    scene = sample_scene(seed, world_version)
     cls, word, phrase, colour, (bw, bh) = EDIT_OBJECTS[index % len(EDIT_OBJECTS)]
     rng = np.random.default_rng(seed)
     cx = rng.uniform(0.2, 0.8) * size
@@ -290,9 +294,10 @@ def edit_painting(index: int, size: int = 64) -> Painting:
                     classes=sorted(scene_classes(scene) | {cls}), background=to_pil(render_photo(scene, size)))
 
 
-def benchmark_paintings(world: int, app: int, ambiguous: int, edit: int = 0, size: int = 64) -> list[Painting]:
+def benchmark_paintings(world: int, app: int, ambiguous: int, edit: int = 0, size: int = 64,
+                        world_version: int = 1) -> list[Painting]:
     """The benchmark's paintings in a fixed order that interleaves the kinds (so a shard, or a
-    run stopped early, still covers every kind)."""
-    kinds = [[world_painting(i, size) for i in range(world)], [app_painting(i, size) for i in range(app)],
-             [ambiguous_painting(i, size) for i in range(ambiguous)], [edit_painting(i, size) for i in range(edit)]]
+    run stopped early, still covers every kind); scenes of world 1 (the demo model's) or 2."""
+    make = (world_painting, app_painting, ambiguous_painting, edit_painting)
+    kinds = [[f(i, size, world_version) for i in range(n)] for f, n in zip(make, (world, app, ambiguous, edit))]
     return [kind[i] for i in range(max(world, app, ambiguous, edit, 0)) for kind in kinds if i < len(kind)]
