@@ -32,18 +32,18 @@ SHARE_TARGET = 0.6  # issue 14: the judge finds the word's class on at least thi
 SCORES = ("l2_outside", "l2_band", "class_share", "realism_judge", "realism_gap")
 
 
-def measure(judge, images: torch.Tensor, strokes, photo) -> list[dict]:
-    """Scores of each edited image (N, 3, H, W in [0, 1]) against the photo and the blob."""
-    edit = prepare_edit(strokes, photo, (images.shape[-1], images.shape[-2]))
+def measure(judge, images: torch.Tensor, edit, class_id: int) -> list[dict]:
+    """Scores of each edited image (N, 3, H, W in [0, 1]) against the edit's photo and blob
+    (`edit`: gradop.editing.prepare_edit at the images' size)."""
     alpha, painted = edit.alpha.numpy(), edit.painted.numpy()
     band = (alpha > 0) & (alpha < 1)
-    reference = pil_to_tensor(photo)[0].numpy()
+    reference = pil_to_tensor(edit.background)[0].numpy()
     labels, realism = judge.segment(images).numpy(), judge.realism(images).tolist()
     rows = []
     for k, image in enumerate(images.numpy()):
         sq = ((image - reference) ** 2).mean(0)
         rows.append(dict(l2_outside=float(sq[alpha == 0].mean()), l2_band=float(sq[band].mean()) if band.any() else 0.0,
-                         labels=labels[k][painted], realism_judge=float(realism[k])))
+                         class_share=float((labels[k][painted] == class_id).mean()), realism_judge=float(realism[k])))
     return rows
 
 
@@ -60,38 +60,36 @@ class EditingSection:
 
         cls, word = painting.meanings[0]
         region = {painting.colour: {"word": word, "occurrence": word_occurrences(painting.caption, word) - 1}}
-        photo = pil_to_tensor(painting.background)
-        photo_realism = float(ctx.judge.realism(photo)[0])
+        photo_realism = float(ctx.judge.realism(pil_to_tensor(painting.background))[0])
         reimagine = [s for s in ctx.region_settings if s.method == "gradop+"][:1]
         runs = [(s, "no word", 0.0, True) for s in ctx.region_settings]
         runs += [(s, "word", w, True) for s in ctx.region_settings for w in ctx.region_strengths]
         runs += [(s, "reimagine", ctx.region_strengths[0], False) for s in reimagine]
-        rows = []
-        for setting, condition, strength, edit in runs:
+        kept = ctx.images_dir is not None and painting.name in ctx.sheet_paintings
+        keep = ctx.images_dir / painting.name if kept else None  # the contact sheet's images
+        edit, rows = None, []
+        for setting, condition, strength, in_edit_mode in runs:
             extra = {"regions": region, "region_strength": strength} if condition != "no word" else {}
             result = ctx.pipe.generate(setting.method, painting.caption, painting.image, background=painting.background,
-                                       edit=edit, seed=painting_seed(painting), steps=ctx.steps, num_images=ctx.seeds,
-                                       **setting.kwargs, **extra)
+                                       edit=in_edit_mode, seed=painting_seed(painting), steps=ctx.steps,
+                                       num_images=ctx.seeds, **setting.kwargs, **extra)
             images = torch.cat([pil_to_tensor(image) for image in result.images])
-            if ctx.images_dir is not None and painting.name in ctx.sheet_paintings:
-                self._save(ctx.images_dir / painting.name, painting, setting.label, condition, strength, result.images[0])
-            for k, scores in enumerate(measure(ctx.judge, images, painting.image, painting.background)):
-                labels = scores.pop("labels")
+            if edit is None:  # every run has the same output size: one edit region per painting
+                edit = prepare_edit(painting.image, painting.background, (images.shape[-1], images.shape[-2]))
+                if keep is not None:
+                    keep.mkdir(parents=True, exist_ok=True)
+                    edit.background.save(keep / "photo.png")
+                    edit.composite.save(keep / "painted.png")
+            if keep is not None:
+                tag = {"no word": "", "word": f" {word} w{strength}", "reimagine": " reimagine"}[condition]
+                result.images[0].save(keep / f"{setting.label}{tag}.png".replace(" ", "_"))
+            for k, scores in enumerate(measure(ctx.judge, images, edit, CLASS_ID[cls])):
                 rows.append({"section": self.name, "painting": painting.name, "kind": painting.kind,
                              "setting": setting.label, "method": setting.method, "image": k, "word": word,
                              "assigned_class": cls, "condition": condition, "region_strength": strength,
-                             "class_share": float((labels == CLASS_ID[cls]).mean()), "photo_realism": photo_realism,
-                             "realism_gap": scores["realism_judge"] - photo_realism, **scores})
+                             "photo_realism": photo_realism, "realism_gap": scores["realism_judge"] - photo_realism,
+                             **scores})
         return rows
-
-    @staticmethod
-    def _save(folder, painting, label, condition, strength, image) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        painting.background.save(folder / "photo.png")
-        painted = prepare_edit(painting.image, painting.background, painting.background.size, edit=False).composite
-        painted.save(folder / "painted.png")
-        tag = {"no word": "", "word": f" {painting.meanings[0][1]} w{strength}", "reimagine": " reimagine"}[condition]
-        image.save(folder / f"{label}{tag}.png".replace(" ", "_"))
 
     def summarise(self, rows: list[dict]) -> dict:
         """Per setting and condition: means with bootstrap CIs over paintings (the largest

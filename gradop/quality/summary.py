@@ -116,9 +116,9 @@ def decoder_parity(rows: list[dict], validation: dict) -> dict:
     decoders = {}  # decoder -> label, for the defaults-but-decoder settings that were run
     for label in dict.fromkeys(_column(guided, "setting")):
         setting = SETTINGS_BY_LABEL.get(label)
-        options = dict(setting.options) if setting else {"?": None}
-        if setting and setting.method == "gradop+" and set(options) <= {"guidance_decoder"}:
-            decoders.setdefault(options.get("guidance_decoder", GradopPlusOptions().guidance_decoder), label)
+        if setting is None or setting.method != "gradop+" or set(setting.kwargs) - {"guidance_decoder"}:
+            continue
+        decoders.setdefault(setting.kwargs.get("guidance_decoder", GradopPlusOptions().guidance_decoder), label)
     keys = ["blurred_l2"] + [f"realism_{s}" for s in SIGNALS if validation.get(s, {}).get("valid")]
     out = {}
     if "vae" not in decoders:
