@@ -369,12 +369,16 @@ def collect_finished_job() -> None:
         s.notice = ("info" if job.status == "cancelled" else "error", job.message)
 
 
-@st.fragment(run_every=0.5)
+PROGRESS_POLL_S = 1.0  # each poll re-renders the panel in the browser, which shares the CPU on a laptop
+FINISH_WAIT_S = 0.8  # a poll waits this long for the job to end, so "Done" shows without a poll's delay
+
+
+@st.fragment(run_every=PROGRESS_POLL_S)
 def progress_panel() -> None:
     job = st.session_state.job
     if job is None:
         return
-    if job.finished:
+    if job.wait(timeout=FINISH_WAIT_S):  # idle wait on the job's event: no CPU taken from the generation
         st.rerun()
     st.progress(job.fraction, text=job.describe())
     job.request_preview()  # the next poll shows a fresh one; none is decoded between polls

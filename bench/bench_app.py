@@ -9,6 +9,7 @@ four PNGs, stops the server, and makes the same four `generate` calls (the param
 back from those PNGs) through the library, without a server, and prints the ratio.
 
     python bench/bench_app.py                          # the embedded demo model, default knobs
+    python bench/bench_app.py --quick --screenshot test-artifacts/app-demo.png   # also the README's picture
     python bench/bench_app.py --server-args "--runner.postScriptGC true --server.fileWatcherType auto"
                                                        # Streamlit's own defaults, for comparison
 
@@ -114,9 +115,23 @@ def cpu_seconds(pid: int | None = None) -> float | None:
     return times.user + times.system
 
 
-def time_app(url: str, workdir: Path, timeout_s: float, server_pid: int) -> tuple[float, float | None, list[dict], Path]:
+def browser_cpu_seconds() -> float | None:
+    """CPU seconds used so far by every Chromium process on the machine (None without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if "chrom" in (process.info["name"] or "") and process.info["cpu_times"] is not None:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total
+
+
+def time_app(url: str, workdir: Path, timeout_s: float, server_pid: int,
+             screenshot: Path | None = None) -> tuple[float, float | None, list[dict], Path]:
     """Seconds from the Generate click to "Done", the server's CPU seconds in that time, the four
-    PNGs' parameters, and the strokes drawn."""
+    PNGs' parameters, and the strokes drawn; `screenshot`: where to save the finished page."""
     from playwright.sync_api import expect, sync_playwright
 
     from gradop.metadata import read_params
@@ -128,7 +143,14 @@ def time_app(url: str, workdir: Path, timeout_s: float, server_pid: int) -> tupl
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = browser.new_context(viewport={"width": 1600, "height": 1100}, accept_downloads=True).new_page()
         try:
-            return drive_compare_all(page, url, workdir, timeout_s, read_params, server_pid)
+            timed = drive_compare_all(page, url, workdir, timeout_s, read_params, server_pid)
+            if screenshot is not None:  # the README's picture of the app (docs/refresh_images.py)
+                # Streamlit scrolls inside its own container: a whole-page shot needs a tall viewport.
+                height = page.evaluate("() => document.querySelector('[data-testid=stMain]')?.scrollHeight || 0")
+                page.set_viewport_size({"width": 1600, "height": max(800, min(int(height) + 40, 6000))})
+                page.wait_for_timeout(500)
+                page.screenshot(path=screenshot)
+            return timed
         except BaseException:
             page.screenshot(path=workdir / "failure.png")
             print(f"failed; the page is in {workdir / 'failure.png'}", file=sys.stderr)
@@ -158,11 +180,13 @@ def drive_compare_all(page, url: str, workdir: Path, timeout_s: float, read_para
     page.get_by_text("Compare all", exact=True).click()
     wait_idle(page)
     generate = page.get_by_role("button", name="Generate", exact=True)
-    started, cpu_started = time.perf_counter(), cpu_seconds(server_pid)
+    started, cpu_started, browser_started = time.perf_counter(), cpu_seconds(server_pid), browser_cpu_seconds()
     generate.click()
     expect(page.get_by_text(re.compile(r"^Done in"))).to_be_visible(timeout=timeout_s * 1000)
-    seconds, cpu_done = time.perf_counter() - started, cpu_seconds(server_pid)
+    seconds, cpu_done, browser_done = time.perf_counter() - started, cpu_seconds(server_pid), browser_cpu_seconds()
     server_cpu = None if cpu_done is None else cpu_done - cpu_started
+    if browser_done is not None:  # Chromium shares this machine's cores with the server
+        print(f"Chromium CPU seconds during the run:     {browser_done - browser_started:7.2f} s", flush=True)
     wait_idle(page)
     params = []
     buttons = page.get_by_role("button", name="Download PNG")
@@ -213,6 +237,8 @@ def main() -> None:
     parser.add_argument("--server-args", default="", help="extra streamlit flags, e.g. to compare settings")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for Done")
     parser.add_argument("--quick", action="store_true", help="one library run after the app, no GenerationJob line")
+    parser.add_argument("--screenshot", type=Path, default=None,
+                        help="save the finished page here (docs/refresh_images.py makes it the README's picture)")
     args = parser.parse_args()
 
     from PIL import Image
@@ -227,7 +253,7 @@ def main() -> None:
     process = start_server(command, port, log_path)
     try:
         app_seconds, app_cpu, params, strokes_path = time_app(f"http://127.0.0.1:{port}", workdir, args.timeout,
-                                                              process.pid)
+                                                              process.pid, args.screenshot)
     finally:
         stop_server(process)
     if len(params) != 4:

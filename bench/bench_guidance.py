@@ -7,7 +7,9 @@ bench_methods.sd15_components), one run of each, on one machine:
     python bench/bench_guidance.py --device cuda --dtype float16 --size 512 --steps 50
 
 text2img is timed first and last; the ratios use the mean of the two (the machine's load may
-drift during the run). "tiny" is diffusers' AutoencoderTiny with TAESD's default architecture
+drift during the run). SDEdit (strength 0.8) and GradOP (two passes) get a line each too, so one
+run gives every method's seconds per image. On CUDA each line runs once untimed first (kernel
+selection, allocator) and reports its own peak GPU memory. "tiny" is diffusers' AutoencoderTiny with TAESD's default architecture
 and random weights. A fitted map ("linear", "conv") is fitted once per model, when first used:
 that one-time cost is printed separately and not counted per image. "(default)" marks the
 option GradopPlusOptions uses when none is given.
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels_last memory format")
     parser.add_argument("--compile-decoder", action="store_true", help="torch.compile the guidance decoders")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--guidance-only", action="store_true", help="skip the SDEdit and GradOP lines")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,28 +66,42 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     pipe.text2img(prompt, **common | {"steps": 1})  # warm-up (allocator, kernels)
-    text_first, _ = timed(lambda: pipe.text2img(prompt, **common), device)
+    cuda = device.type == "cuda"
+
+    def measure(fn):
+        """Seconds of one call (after an untimed one on CUDA) and its peak GPU memory in GiB."""
+        if cuda:
+            fn()
+            torch.cuda.reset_peak_memory_stats()
+        seconds, result = timed(fn, device)
+        return seconds, result, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+
+    text_first, _, text_peak = measure(lambda: pipe.text2img(prompt, **common))
     print(f"{'text2img':<22} {text_first:8.2f} s   (first)", flush=True)
     rows = []
+    methods = (("sdedit 0.8", lambda: pipe.sdedit(prompt, image, strength=0.8, **common)),
+               ("gradop (two passes)", lambda: pipe.gradop(prompt, image, **common)))
+    for name, call in methods[: 0 if args.guidance_only else None]:
+        seconds, _, peak = measure(call)
+        rows.append((name, seconds, 0.0, peak))
+        print(f"{name:<22} {seconds:8.2f} s   {seconds / text_first:5.2f}x of the first text2img", flush=True)
     for name in args.options.split(","):
         began = time.perf_counter()
         pipe.guidance_decoders(name)  # build or fit it once per model (not per image)
         setup = time.perf_counter() - began
-        seconds, result = timed(lambda: pipe.gradop_plus(prompt, image, guidance_decoder=name,
-                                                         guidance_early_stop=args.early_stop, **common), device)
-        rows.append((name, seconds, setup, len(result.losses)))
+        seconds, result, peak = measure(lambda: pipe.gradop_plus(prompt, image, guidance_decoder=name,
+                                                                 guidance_early_stop=args.early_stop, **common))
         mark = " (default)" if name == default else ""
+        rows.append((f"gradop+ {name}{mark}", seconds, setup, peak))
         print(f"gradop+ {name + mark:<14} {seconds:8.2f} s   {seconds / text_first:5.2f}x of the first text2img; "
               f"setup {setup:.1f} s; {len(result.losses)} Adam steps; load {os.getloadavg()[0]:.1f}", flush=True)
-    text_last, _ = timed(lambda: pipe.text2img(prompt, **common), device)
+    text_last, _, _ = measure(lambda: pipe.text2img(prompt, **common))
     text = (text_first + text_last) / 2
     print(f"{'text2img':<22} {text_last:8.2f} s   (last); mean {text:.2f} s", flush=True)
     print("\nsummary (ratio to the mean text2img at the same steps):")
-    print(f"{'option':<22} {'s/image':>8} {'ratio':>6} {'setup s':>8}")
-    print(f"{'text2img':<22} {text:8.2f} {1:6.2f} {0:8.1f}")
-    for name, seconds, setup, adam in rows:
-        mark = " (default)" if name == default else ""
-        print(f"{'gradop+ ' + name + mark:<22} {seconds:8.2f} {seconds / text:6.2f} {setup:8.1f}")
+    print(f"{'method':<28} {'s/image':>8} {'ratio':>6} {'setup s':>8}" + (f" {'peak GiB':>9}" if cuda else ""))
+    for name, seconds, setup, peak in [("text2img", text, 0.0, text_peak)] + rows:
+        print(f"{name:<28} {seconds:8.2f} {seconds / text:6.2f} {setup:8.1f}" + (f" {peak:9.2f}" if cuda else ""))
     print(peak_memory(device))
 
 

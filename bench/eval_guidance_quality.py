@@ -1,13 +1,17 @@
-"""Quality of each guidance decoder against the full VAE, on the demo model and held-out world scenes.
+"""Tune a cheap GradOP+ guidance path against the full VAE, on the demo model and a tuning range
+of world scenes that no benchmark uses.
 
-    .venv/bin/python bench/eval_guidance_quality.py --scenes 20 --options vae,linear,conv,tiny
+    .venv/bin/python bench/eval_guidance_quality.py --scenes 20 --options vae linear conv tiny
+    .venv/bin/python bench/eval_guidance_quality.py --options vae "vae-half guidance_early_stop=0.02" "linear lr=0.05"
 
-For each held-out scene (seeds from gradop.world.scene.HELDOUT_SEED): its stroke painting and
-caption, GradOP+ with the release's defaults and the same seed, once per guidance decoder.
-Faithfulness: blurred L2 = MSE(f(output), f(strokes)), f = the release's blur scaled to 64 px
-(lower is better). Realism: the demo judge's photo probability (gradop/world/judge.py; higher
-is better). Prints one row per option with its relative difference to "vae" (the exact path),
-and whether it is within --tolerance (5%) on both. Also text2img, as the floor of faithfulness.
+Each option is a guidance decoder followed by GradOP+ knobs as name=value. For each scene (seeds
+from TUNING_SEED; the quality benchmark, which confirms a choice, draws its own held-out ranges):
+its stroke painting and caption, GradOP+ with the release's defaults plus the option and the
+same seed. Faithfulness: blurred L2 = MSE(f(output), f(strokes)), f = the release's blur scaled
+to 64 px (lower is better). Realism: the demo judge's photo probability (gradop/world/judge.py;
+higher is better). Cost: the mean number of Adam steps (decode + backward passes). Prints one
+row per option with its relative difference to "vae" (the exact path), and whether it is within
+--tolerance (5%) on both. Also text2img, as the floor of faithfulness.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 
 import numpy as np
 import torch
+from PIL import Image
 
 from gradop.images import pil_to_tensor
 from gradop.painting import make_painting_fn
@@ -28,12 +33,26 @@ from gradop.world import caption, render_strokes, sample_scene, to_pil
 from gradop.world.judge import load_judge
 from gradop.world.scene import HELDOUT_SEED
 
+TUNING_SEED = HELDOUT_SEED + 500_000  # apart from training (0..) and every benchmark range
+
+
+def parse_option(text: str) -> dict:
+    """"vae-half guidance_early_stop=0.02" -> {"guidance_decoder": "vae-half", "guidance_early_stop": 0.02}."""
+    decoder, *knobs = text.split()
+    options = {"guidance_decoder": decoder}
+    for knob in knobs:
+        name, _, value = knob.partition("=")
+        options[name] = int(value) if value.isdigit() else float(value)
+    return options
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=20)
-    parser.add_argument("--options", default="vae,linear,conv,tiny")
+    parser.add_argument("--options", nargs="+", default=["vae", "linear", "conv", "tiny"])
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--size", type=int, default=64,
+                        help="generation side; images are scored at 64 px, the judge's size (default 64)")
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON with every row")
@@ -42,23 +61,25 @@ def main() -> None:
     pipe = GradopPipeline.from_pretrained("gradop-demo")
     judge = load_judge()
     paint = make_painting_fn("blur", 64, 64)
-    options = args.options.split(",")
+    options = args.options
     rows = []
     started = time.time()
     for index in range(args.scenes):
-        scene = sample_scene(HELDOUT_SEED + index)
+        scene = sample_scene(TUNING_SEED + index)
         strokes, text = to_pil(render_strokes(scene)), caption(scene)
         shared = SharedPasses()  # every decoder's GradOP+ starts with the same text-only steps
-        common = dict(seed=index, steps=args.steps, shared=shared)
+        common = dict(seed=index, steps=args.steps, shared=shared, height=args.size, width=args.size)
         images = {"text": pipe.generate("text", text, **common).images[0]}
+        adam = {}
         for name in options:
-            images[name] = pipe.generate("gradop+", text, strokes, guidance_decoder=name, **common).images[0]
+            result = pipe.generate("gradop+", text, strokes, **parse_option(name), **common)
+            images[name], adam[name] = result.images[0], len(result.losses)
         target = paint(pil_to_tensor(strokes))
-        batch = torch.cat([pil_to_tensor(image) for image in images.values()])
+        batch = torch.cat([pil_to_tensor(image.resize((64, 64), Image.Resampling.BOX)) for image in images.values()])
         l2 = ((paint(batch) - target) ** 2).flatten(1).mean(1).tolist()
         real = judge.realism(batch).tolist()
-        rows.append({"seed": HELDOUT_SEED + index, **{f"l2_{k}": v for k, v in zip(images, l2)},
-                     **{f"real_{k}": v for k, v in zip(images, real)}})
+        rows.append({"seed": TUNING_SEED + index, **{f"l2_{k}": v for k, v in zip(images, l2)},
+                     **{f"real_{k}": v for k, v in zip(images, real)}, **{f"adam_{k}": v for k, v in adam.items()}})
         print(f"scene {index + 1}/{args.scenes}  {time.time() - started:.0f} s  load {os.getloadavg()[0]:.1f}",
               flush=True)
         if args.out:  # after every scene: a long run can be read before it ends
@@ -69,14 +90,16 @@ def main() -> None:
 
 def summarise(rows: list[dict], options: list[str], args) -> None:
     mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "seed"}
-    print(f"\n{len(rows)} held-out scenes, demo model, GradOP+ defaults, {args.steps} steps")
-    print(f"{'option':<10} {'blurred L2':>10} {'vs vae':>8} {'realism':>8} {'vs vae':>8}  within {args.tolerance:.0%}")
+    print(f"\n{len(rows)} tuning scenes, demo model, GradOP+ defaults, {args.steps} steps, {args.size} px")
+    print(f"{'option':<40} {'blurred L2':>10} {'vs vae':>8} {'realism':>8} {'vs vae':>8} {'Adam':>5}  "
+          f"within {args.tolerance:.0%}")
     for name in ["text", *options]:
         l2, real = mean[f"l2_{name}"], mean[f"real_{name}"]
         dl2 = l2 / mean["l2_vae"] - 1 if "vae" in options else float("nan")
         dreal = real / mean["real_vae"] - 1 if "vae" in options else float("nan")
         ok = name != "text" and dl2 <= args.tolerance and dreal >= -args.tolerance
-        print(f"{name:<10} {l2:10.4f} {dl2:+8.1%} {real:8.3f} {dreal:+8.1%}  {'yes' if ok else 'no'}", flush=True)
+        print(f"{name:<40} {l2:10.4f} {dl2:+8.1%} {real:8.3f} {dreal:+8.1%} {mean.get(f'adam_{name}', 0):5.1f}  "
+              f"{'yes' if ok else 'no'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,17 @@
 # thread each (the fastest use of 2 cores), then the merge. Run from anywhere:
 #   bash bench/run_quality.sh               # every section, default counts -> build/quality-run
 #   bash bench/run_quality.sh decoders      # GradOP+ with every guidance decoder -> build/quality-decoders
+#   bash bench/run_quality.sh parity        # the default decoder against the exact VAE on 216 paintings
+#                                           # (what made vae-half the default) -> build/quality-parity
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 if [ "${1:-}" = decoders ]; then
     out=build/quality-decoders
-    args=(--ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae-half" "gradop+ linear" "gradop+ conv" "gradop+ tiny")
+    args=(--ambiguous 0 --edit 0 --settings text2img "gradop+ vae" "gradop+" "gradop+ linear" "gradop+ conv" "gradop+ tiny")
+elif [ "${1:-}" = parity ]; then
+    out=build/quality-parity
+    args=(--world 108 --app 108 --ambiguous 0 --edit 0 --settings text2img "gradop+ vae" "gradop+")
 else
     out=build/quality-run
     args=()

@@ -1,10 +1,13 @@
-"""Copy the browser test's pictures into docs/ (run by hand when the README's pictures should change).
+"""Copy the app's pictures into docs/ (run by hand when the README's pictures should change).
 
-    python -m pytest tests/test_e2e_browser.py && python docs/refresh_images.py
+    python -m pytest tests/test_e2e_browser.py                                   # the scribble
+    python bench/bench_app.py --quick --screenshot test-artifacts/app-demo.png   # the app on the demo model
+    python docs/refresh_images.py
 
-The test writes only to test-artifacts/ (tests never write tracked files). This script turns
-the final page into docs/app.png (scaled to 1100 px, 256 colours) and copies the scribble that
-Chromium drew to docs/scribble.png.
+Both write only to test-artifacts/ (tests never write tracked files). This script turns the
+benchmark's finished page ("Compare all" on the embedded demo model, not the browser test's
+random-weight model) into docs/app.png (scaled to 1100 px, 256 colours) and copies the scribble
+that Chromium drew in the browser test to docs/scribble.png.
 """
 
 import io
@@ -27,10 +30,10 @@ def readme_screenshot(source: Path, target: Path, width: int = 1100) -> None:
 
 
 def main() -> int:
-    page, scribble = ARTIFACTS / "app-final.png", ARTIFACTS / "scribble.png"
+    page, scribble = ARTIFACTS / "app-demo.png", ARTIFACTS / "scribble.png"
     missing = [str(p) for p in (page, scribble) if not p.is_file()]
     if missing:
-        print(f"missing {', '.join(missing)}: run `python -m pytest tests/test_e2e_browser.py` first", file=sys.stderr)
+        print(f"missing {', '.join(missing)}: run the two commands in this script's docstring first", file=sys.stderr)
         return 2
     readme_screenshot(page, ROOT / "docs" / "app.png")
     shutil.copyfile(scribble, ROOT / "docs" / "scribble.png")

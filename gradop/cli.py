@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--painting", choices=PAINTING_FUNCTIONS, default=d["painting"],
                      help=f"painting function f (default {d['painting']})")
     gen.add_argument("--guidance-decoder", choices=GUIDANCE_DECODERS, default=d["guidance_decoder"],
-                     help="what decodes latents inside the optimisation: the full vae (exact), vae-half, a fitted "
-                          "linear/conv latent-to-RGB map, or an AutoencoderTiny (tiny; see --tiny-decoder)")
+                     help="what decodes latents inside the optimisation: the vae on a half-size latent "
+                          "(vae-half, default), the full vae (exact, the release's), a fitted linear/conv "
+                          "latent-to-RGB map, or an AutoencoderTiny (tiny; see --tiny-decoder)")
     gen.add_argument("--early-stop", type=float, default=d["guidance_early_stop"],
                      help="end each optimisation once the loss changes by less than this fraction per step (default 0: off)")
     gen.add_argument("--tiny-decoder", help="AutoencoderTiny folder or hub id for --guidance-decoder tiny "
@@ -125,6 +126,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
     parser.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles (memory; faint seams)")
     parser.add_argument("--cpu-offload", action="store_true",
                         help="keep models in CPU memory, each moved to the GPU while it runs (small GPUs)")
+    parser.add_argument("--compile-decoder", action="store_true",
+                        help="torch.compile the guidance decoder (GPU: ~30%% faster GradOP+ after a one-time compile)")
 
 
 def parse_region_flags(flags: list[str], spec_path: Path | None) -> dict:
@@ -258,7 +261,8 @@ def generate(args) -> int:
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                           allow_pickle=args.allow_pickle, config=args.config,
                                           tiny_decoder=args.tiny_decoder, vae_slicing=args.vae_slicing,
-                                          vae_tiling=args.vae_tiling, cpu_offload=args.cpu_offload)
+                                          vae_tiling=args.vae_tiling, cpu_offload=args.cpu_offload,
+                                          compile_decoder=args.compile_decoder)
     options, strokes = plan.options, plan.strokes
     # With a background the pipeline fits the photo's shape to the model's size itself.
     if strokes is not None and options.get("background") is None and args.height is None and args.width is None:

@@ -253,3 +253,21 @@ def test_a_large_scribble_on_the_small_demo_model_is_made_at_its_native_size(tmp
     assert code == 0, err
     assert Image.open(out).size == (64, 64) and read_params(out)["height"] == 64
     assert "gradop: note: 'gradop-demo' is a small model made for 64 px: generating 64x64 from the 128x128" in err
+
+
+def test_compile_decoder_flag_reaches_the_guidance_decoders(tiny_model_dir, tmp_path, monkeypatch):
+    from gradop.pipeline import GradopPipeline
+
+    loaded = []
+    original = GradopPipeline.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        loaded.append(original(cls, *args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(GradopPipeline, "from_pretrained", classmethod(recording))
+    for flags, compiled in (([], False), (["--compile-decoder"], True)):
+        out = tmp_path / f"t{len(loaded)}.png"
+        assert main(["generate", "--method", "text", "--prompt", "a tree", "--out", str(out), "--model",
+                     str(tiny_model_dir), "--steps", "2", "--seed", "1", *flags]) == 0
+        assert loaded[-1].guidance_decoders.compile is compiled

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gradop.decoders import (DEMO_TINY_DECODER, GUIDANCE_DECODERS, GuidanceDecoders, fit_latent_to_rgb,
-                             latent_map_decoder, vae_decoder)
+                             half_size, latent_map_decoder, vae_decoder)
 from gradop.metadata import png_bytes, read_params
 from gradop.world import render_photo, sample_scene
 from gradop.world.scene import HELDOUT_SEED
@@ -56,7 +56,8 @@ def test_every_decoder_gives_images_in_range_with_gradients_at_its_size(tiny_pip
     latents = torch.randn(2, 4, 8, 8, requires_grad=True)
     images = decoder(latents)
     assert images.shape == (2, 3, *decoder.output_size(8, 8))
-    assert images.shape[-1] == {"vae": 64, "vae-half": 32, "linear": 8, "conv": 8, "tiny": 64}[name]
+    # 8 latent cells are too few to halve (vae-half then decodes them all); see the next tests.
+    assert images.shape[-1] == {"vae": 64, "vae-half": 64, "linear": 8, "conv": 8, "tiny": 64}[name]
     if name not in ("linear", "conv"):  # the fitted maps are not clamped (every pixel keeps a gradient)
         assert 0 <= images.min() and images.max() <= 1
     (grad,) = torch.autograd.grad(images.mean(), [latents])
@@ -89,12 +90,28 @@ def test_fitted_maps_predict_the_vaes_colours_on_held_out_world_latents(demo_vae
 
 
 def test_half_resolution_vae_keeps_the_colours(demo_vae, heldout_latents):
-    full, half = vae_decoder(demo_vae), vae_decoder(demo_vae, scale=0.5, name="vae-half")
+    full, half = vae_decoder(demo_vae), vae_decoder(demo_vae, reduced=half_size, name="vae-half")
     clean, _ = heldout_latents
     with torch.no_grad():
         reference = F.avg_pool2d(full(clean), 8)
         prediction = F.avg_pool2d(half(clean), 4)
     assert explained(prediction, reference) > 0.8
+
+
+def test_half_decoder_halves_only_latents_that_keep_eight_cells():
+    assert half_size(16, 16) == (8, 8)  # the 64 px demo model (4x VAE)
+    assert half_size(64, 96) == (32, 48)  # SD at 512x768
+    assert half_size(74, 55) == (37, 27)  # SD's 592x440 for a 4:3 photo: odd sides round down
+    assert half_size(8, 8) == (8, 8) and half_size(15, 40) == (15, 40)  # too coarse to halve
+
+
+def test_half_decoder_reports_the_size_it_decodes_for_odd_latents(tiny_pipe):
+    # The loss is computed at the decoded size, so output_size must match it exactly.
+    decoder = GuidanceDecoders(tiny_pipe.vae)("vae-half")
+    for latent_size in ((19, 17), (74, 55)):
+        with torch.no_grad():
+            images = decoder(torch.randn(1, 4, *latent_size))
+        assert tuple(images.shape[-2:]) == decoder.output_size(*latent_size)
 
 
 @pytest.mark.skipif(not (DEMO_TINY_DECODER / "config.json").is_file(), reason="distilled decoder not shipped")

@@ -84,7 +84,8 @@ def markdown(summary: dict) -> str:
                 lines.append(f"| {label} | {e['against']} | {key} | {v['cheap']:.4f} | {v['full']:.4f} | "
                              f"{v['relative']:+.1%} | {_ci(v['diff'], 4)} | {e['seconds_per_image']['cheap']:.2f} / "
                              f"{e['seconds_per_image']['full']:.2f} |")
-        lines.append("\n" + "; ".join(f"{label}: **{'within' if e['within'] else 'NOT within'} {PARITY:.0%}**"
+        lines.append("\n" + "; ".join(f"{label}: **{'within' if e['within'] else 'NOT within'} {PARITY:.0%}** "
+                                      f"(the CI's worse end: {'within' if e['within_ci'] else 'not within'})"
                                       for label, e in parity.items()) + ".\n")
     for section in runner.SECTIONS:  # sections added later write their own part
         if hasattr(section, "markdown") and section.name in summary:

@@ -134,6 +134,11 @@ def decoder_parity(rows: list[dict], validation: dict) -> dict:
             entry[key] = {"cheap": a, "full": b, "relative": (a - b) / abs(b) if b else float("nan"),
                           "diff": paired(cheap, full, key)}
         entry["within"] = bool(all(abs(entry[k]["relative"]) <= PARITY for k in keys))
+        # The stricter reading: the CI of the difference, on its worse side (higher L2, lower
+        # realism), stays within PARITY of the full VAE's mean.
+        entry["within_ci"] = bool(all(
+            (entry[k]["diff"]["high"] if k == "blurred_l2" else -entry[k]["diff"]["low"]) <= PARITY * abs(entry[k]["full"])
+            for k in keys))
         entry["seconds_per_image"] = {"cheap": float(np.mean(_column(cheap, "seconds"))),
                                       "full": float(np.mean(_column(full, "seconds")))}
         out[label] = entry
