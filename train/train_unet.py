@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--text-width", type=int, default=TEXT_WIDTH)
     ap.add_argument("--text-layers", type=int, default=2)
     ap.add_argument("--cross-everywhere", action="store_true", help="cross-attention at every resolution")
+    ap.add_argument("--photo-caption-noise", type=float, default=0.0,
+                    help="v2: share of painted-domain samples captioned with their scene's photo caption, as web "
+                         "captions call illustrations photos (so 'a photo of' does not override a painted look)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -118,6 +121,7 @@ def main() -> None:
             stds.append(sd[:n])
             captions += [str(c) for c in data[caption_key[name]][:n]]
         sizes = [len(m) for m in means]
+        photo_captions = [str(c) for c in data["captions"][: max(sizes)]]  # scene i's photo caption
         mean, std = torch.cat(means), torch.cat(stds)
         domain_weights = (np.array([float(w) for _, w in parts]), np.cumsum([0] + sizes[:-1]), np.array(sizes))
     elif cache and cache.is_file():
@@ -136,6 +140,10 @@ def main() -> None:
     if args.flip:
         ids = torch.cat([ids, ids])
     empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids[0]
+    if args.photo_caption_noise:
+        photo_ids = tokenizer(photo_captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                              return_tensors="pt").input_ids
+        painted = torch.tensor([name != "photos" for name, _ in parts])
     text_encoder = demo_text_encoder(tokenizer, seed=args.seed, width=args.text_width, layers=args.text_layers).train()
     unet = demo_unet(seed=args.seed, channels=tuple(int(c) for c in args.channels.split(",")), heads=args.heads,
                      text_width=args.text_width, cross_everywhere=args.cross_everywhere).train()
@@ -170,6 +178,9 @@ def main() -> None:
             idx = torch.from_numpy(starts[dom] + rng.integers(0, sizes[dom]))
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
         tok = ids[idx].clone()
+        if args.photo_caption_noise:  # the scene is the sample's row within its domain's block
+            noisy = painted[torch.from_numpy(dom)] & (torch.rand(args.batch, generator=gen) < args.photo_caption_noise)
+            tok[noisy] = photo_ids[(idx - torch.from_numpy(starts[dom]))[noisy]]
         drop = torch.rand(args.batch, generator=gen) < args.drop
         tok[drop] = empty
         t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=gen)
