@@ -92,6 +92,8 @@ def main() -> None:
                     help="v2: share of painted-domain samples captioned with their scene's photo caption, as web "
                          "captions call illustrations photos (so 'a photo of' does not override a painted look)")
     args = ap.parse_args()
+    if args.photo_caption_noise and not args.domains:
+        ap.error("--photo-caption-noise needs the v2 domains: pass --domains and --latents-dir")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
