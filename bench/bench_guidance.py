@@ -9,8 +9,8 @@ bench_methods.sd15_components), one run of each, on one machine:
 text2img is timed first and last; the ratios use the mean of the two (the machine's load may
 drift during the run). SDEdit (strength 0.8) and GradOP (two passes) get a line each too, so one
 run gives every method's seconds per image. On CUDA each line runs once untimed first (kernel
-selection, allocator) and reports its own peak GPU memory. "tiny" is diffusers' AutoencoderTiny with TAESD's default architecture
-and random weights. A fitted map ("linear", "conv") is fitted once per model, when first used:
+selection, allocator) and reports its own peak GPU memory. "tiny" is diffusers'
+AutoencoderTiny with TAESD's default architecture and random weights. A fitted map ("linear", "conv") is fitted once per model, when first used:
 that one-time cost is printed separately and not counted per image. "(default)" marks the
 option GradopPlusOptions uses when none is given.
 """

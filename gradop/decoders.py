@@ -76,8 +76,9 @@ def vae_decoder(vae, *, reduced: Callable[[int, int], tuple[int, int]] | None = 
     from gradop.precision import vae_decode
 
     def decode(latents: torch.Tensor) -> torch.Tensor:
-        if reduced is not None:
-            latents = F.interpolate(latents, size=reduced(*latents.shape[-2:]), mode="area")
+        size = reduced(*latents.shape[-2:]) if reduced is not None else tuple(latents.shape[-2:])
+        if size != tuple(latents.shape[-2:]):  # a latent too small to reduce is decoded as it is
+            latents = F.interpolate(latents, size=size, mode="area")
         return vae_decode(vae, latents)
 
     return GuidanceDecoder(name, decode, float(factor), reduced)
