@@ -1,17 +1,23 @@
-"""Tune a cheap GradOP+ guidance path against the full VAE, on the demo model and a tuning range
-of world scenes that no benchmark uses.
+"""Tune GradOP+ on a tuning range of world scenes that no benchmark uses: cheap guidance paths
+against the full VAE, and method variants against SDEdit.
 
     .venv/bin/python bench/eval_guidance_quality.py --scenes 20 --options vae linear conv tiny
     .venv/bin/python bench/eval_guidance_quality.py --options vae "vae-half guidance_early_stop=0.02" "linear lr=0.05"
+    .venv/bin/python bench/eval_guidance_quality.py --model build/demo2c_final --world-version 2 \
+        --judge pretrained_models/gradop-demo/judge2 --sdedit 0.5 0.7 0.9 --steps 25 \
+        --options vae-half "vae-half guidance_latent=x0"
 
 Each option is a guidance decoder followed by GradOP+ knobs as name=value. For each scene (seeds
 from TUNING_SEED; the quality benchmark, which confirms a choice, draws its own held-out ranges):
-its stroke painting and caption, GradOP+ with the release's defaults plus the option and the
-same seed. Faithfulness: blurred L2 = MSE(f(output), f(strokes)), f = the release's blur scaled
-to 64 px (lower is better). Realism: the demo judge's photo probability (gradop/world/judge.py;
-higher is better). Cost: the mean number of Adam steps (decode + backward passes). Prints one
-row per option with its relative difference to "vae" (the exact path), and whether it is within
---tolerance (5%) on both. Also text2img, as the floor of faithfulness.
+its stroke painting (the world's renderer for even scenes, the app-style renderer of the
+quality benchmark for odd ones) and photo caption, text2img, SDEdit at each --sdedit strength,
+and GradOP+ with the release's defaults plus each option, all with the same seed. Faithfulness:
+blurred L2 = MSE(f(output), f(strokes)), f = the release's blur scaled to 64 px (lower is
+better). Realism: the judge's photo probability (gradop/world/judge.py; higher is better), with
+a 95% bootstrap CI over scenes. Cost: the mean number of Adam steps (decode + backward passes).
+Prints one row per setting with its relative difference to "vae" (the exact path) and whether
+it is within --tolerance (5%) on both; with --sdedit, each option's realism difference to each
+SDEdit strength (paired, CI) where its blurred L2 is not worse.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from gradop.images import pil_to_tensor
 from gradop.painting import make_painting_fn
 from gradop.pipeline import GradopPipeline
 from gradop.sharing import SharedPasses
+from gradop.quality.metrics import bootstrap_ci, format_ci
+from gradop.quality.scenes import render_app_painting
 from gradop.world import caption, render_strokes, sample_scene, to_pil
-from gradop.world.judge import load_judge
+from gradop.world.judge import DEFAULT_JUDGE, load_judge
 from gradop.world.scene import HELDOUT_SEED
 
 TUNING_SEED = HELDOUT_SEED + 500_000  # apart from training (0..) and every benchmark range
@@ -42,8 +50,15 @@ def parse_option(text: str) -> dict:
     options = {"guidance_decoder": decoder}
     for knob in knobs:
         name, _, value = knob.partition("=")
-        options[name] = int(value) if value.isdigit() else float(value)
+        options[name] = int(value) if value.isdigit() else _number_or_text(value)
     return options
+
+
+def _number_or_text(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value  # a choice, e.g. guidance_latent=x0
 
 
 def main() -> None:
@@ -56,20 +71,29 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON with every row")
+    parser.add_argument("--model", default="gradop-demo")
+    parser.add_argument("--world-version", type=int, default=1)
+    parser.add_argument("--judge", default=str(DEFAULT_JUDGE))
+    parser.add_argument("--sdedit", type=float, nargs="*", default=[], help="SDEdit strengths to compare with")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = GradopPipeline.from_pretrained("gradop-demo")
-    judge = load_judge()
+    pipe = GradopPipeline.from_pretrained(args.model)
+    judge = load_judge(args.judge)
     paint = make_painting_fn("blur", 64, 64)
     options = args.options
     rows = []
     started = time.time()
     for index in range(args.scenes):
-        scene = sample_scene(TUNING_SEED + index)
-        strokes, text = to_pil(render_strokes(scene)), caption(scene)
+        scene = sample_scene(TUNING_SEED + index, args.world_version)
+        strokes = to_pil(render_strokes(scene)) if index % 2 == 0 else \
+            render_app_painting(scene).resize((64, 64), Image.Resampling.LANCZOS)
+        text = caption(scene)
         shared = SharedPasses()  # every decoder's GradOP+ starts with the same text-only steps
         common = dict(seed=index, steps=args.steps, shared=shared, height=args.size, width=args.size)
         images = {"text": pipe.generate("text", text, **common).images[0]}
+        for strength in args.sdedit:
+            images[f"sdedit {strength}"] = pipe.generate("sdedit", text, strokes, strength=strength,
+                                                         **common).images[0]
         adam = {}
         for name in options:
             result = pipe.generate("gradop+", text, strokes, **parse_option(name), **common)
@@ -85,21 +109,32 @@ def main() -> None:
         if args.out:  # after every scene: a long run can be read before it ends
             with open(args.out, "w") as f:
                 json.dump(rows, f, indent=1)
-        summarise(rows, options, args)
+    summarise(rows, options, args)
 
 
 def summarise(rows: list[dict], options: list[str], args) -> None:
     mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "seed"}
-    print(f"\n{len(rows)} tuning scenes, demo model, GradOP+ defaults, {args.steps} steps, {args.size} px")
-    print(f"{'option':<40} {'blurred L2':>10} {'vs vae':>8} {'realism':>8} {'vs vae':>8} {'Adam':>5}  "
+    groups = [row["seed"] for row in rows]
+    baselines = [f"sdedit {s}" for s in args.sdedit]
+    print(f"\n{len(rows)} tuning scenes, {args.model}, world {args.world_version}, GradOP+ defaults plus the "
+          f"option, {args.steps} steps, {args.size} px")
+    print(f"{'setting':<44} {'blurred L2':>10} {'vs vae':>8} {'realism [95% CI]':>22} {'vs vae':>8} {'Adam':>5}  "
           f"within {args.tolerance:.0%}")
-    for name in ["text", *options]:
+    for name in ["text", *baselines, *options]:
         l2, real = mean[f"l2_{name}"], mean[f"real_{name}"]
         dl2 = l2 / mean["l2_vae"] - 1 if "vae" in options else float("nan")
         dreal = real / mean["real_vae"] - 1 if "vae" in options else float("nan")
-        ok = name != "text" and dl2 <= args.tolerance and dreal >= -args.tolerance
-        print(f"{name:<40} {l2:10.4f} {dl2:+8.1%} {real:8.3f} {dreal:+8.1%} {mean.get(f'adam_{name}', 0):5.1f}  "
+        ok = name in options and dl2 <= args.tolerance and dreal >= -args.tolerance
+        ci = format_ci(bootstrap_ci([row[f"real_{name}"] for row in rows], groups))
+        print(f"{name:<44} {l2:10.4f} {dl2:+8.1%} {ci:>22} {dreal:+8.1%} {mean.get(f'adam_{name}', 0):5.1f}  "
               f"{'yes' if ok else 'no'}", flush=True)
+    for base in baselines:
+        for name in options:
+            if mean[f"l2_{name}"] > mean[f"l2_{base}"]:
+                continue  # less faithful than this SDEdit: no comparison at equal faithfulness
+            diff = bootstrap_ci([row[f"real_{name}"] - row[f"real_{base}"] for row in rows], groups)
+            print(f"  {name} - {base}: realism {format_ci(diff)}, blurred L2 "
+                  f"{mean[f'l2_{name}'] - mean[f'l2_{base}']:+.4f}{'  WIN' if diff['low'] > 0 else ''}")
 
 
 if __name__ == "__main__":

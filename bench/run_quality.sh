@@ -5,6 +5,8 @@
 #   bash bench/run_quality.sh decoders      # GradOP+ with every guidance decoder -> build/quality-decoders
 #   bash bench/run_quality.sh parity        # the default decoder against the exact VAE on 216 paintings
 #                                           # (what made vae-half the default) -> build/quality-parity
+#   bash bench/run_quality.sh world3        # world 3 with model v3 and judge v3 (MODEL, JUDGE to override;
+#                                           # the model card builds them) -> build/quality-world3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -14,6 +16,9 @@ if [ "${1:-}" = decoders ]; then
 elif [ "${1:-}" = parity ]; then
     out=build/quality-parity
     args=(--world 108 --app 108 --ambiguous 0 --edit 0 --settings text2img "gradop+ vae" "gradop+")
+elif [ "${1:-}" = world3 ]; then
+    out=build/quality-world3
+    args=(--model "${MODEL:-build/demo3_final}" --judge "${JUDGE:-pretrained_models/gradop-demo/judge3}" --world-version 3)
 else
     out=build/quality-run
     args=()

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gradop.models import DEFAULT_MODEL
     from gradop.decoders import GUIDANCE_DECODERS
     from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
+    from gradop.guidance import GUIDANCE_LATENTS
     from gradop.painting import PAINTING_FUNCTIONS
     from gradop.precision import PRECISION_MODES
 
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="what decodes latents inside the optimisation: the vae on a half-size latent "
                           "(vae-half, default), the full vae (exact, the release's), a fitted linear/conv "
                           "latent-to-RGB map, or an AutoencoderTiny (tiny; see --tiny-decoder)")
+    gen.add_argument("--guidance-latent", choices=GUIDANCE_LATENTS, default=d["guidance_latent"],
+                     help="gradop+: optimise the noisy latents (noisy, the release's) or the sampler's predicted "
+                          "clean latents, then re-noise them (x0)")
     gen.add_argument("--early-stop", type=float, default=d["guidance_early_stop"],
                      help="end each optimisation once the loss changes by less than this fraction per step (default 0: off)")
     gen.add_argument("--tiny-decoder", help="AutoencoderTiny folder or hub id for --guidance-decoder tiny "
@@ -180,6 +184,7 @@ def plan_generation(args) -> Plan:
         strength=args.strength, iterations=args.iterations, grad_steps=args.grad_steps, lr=args.lr,
         painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma,
         guidance_decoder=args.guidance_decoder, guidance_early_stop=args.early_stop,
+        guidance_latent=args.guidance_latent,
         guidance_precision=args.guidance_precision, guidance_batch=args.guidance_batch,
         guidance_checkpointing=args.guidance_checkpointing,
         region_strength=args.region_strength, append_missing_words=args.append_missing_words,

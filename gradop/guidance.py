@@ -19,6 +19,11 @@ import torch
 from gradop.optimize import DecodeFn, optimize_latents
 from gradop.painting import PaintingFn
 
+# What the optimisation moves: "noisy" = the latents z_{t_{i+1}} themselves (the release);
+# "x0" = the sampler's predicted clean latents of step i (METHOD.md's predicted-x0 variant: the
+# decoder sees a clean image, not noise), re-noised to t_{i+1} with fresh noise afterwards.
+GUIDANCE_LATENTS = ("noisy", "x0")
+
 
 def guidance_window(steps: int, strength: float, iterations: int) -> range:
     """The 0-based sampling steps after which GradOP+ optimises (empty if none qualifies)."""
@@ -40,14 +45,21 @@ def guide(
     """One GradOP+ guidance step: (re-noised optimised latents, loss per Adam step).
 
     z_next: the latents the scheduler produced at t_next = t_{i+1} (noisy; decoded as they are,
-    not a predicted x0). decode: the differentiable decoder (a gradop.precision.GuidanceDecode
+    as the release does, unless opts.guidance_latent is "x0": then the scheduler's predicted x0
+    of step i is optimised instead). decode: the differentiable decoder (a gradop.precision.GuidanceDecode
     carries its precision handling). opts: anything with `grad_steps` and `lr`
     (GradopPlusOptions), and optionally `guidance_batch` (images optimised at a time) and
     `guidance_early_stop`.
     """
     from diffusers.utils.torch_utils import randn_tensor
 
-    optimized, losses = optimize_latents(z_next, decode, target, paint, steps=opts.grad_steps, lr=opts.lr,
+    start = z_next
+    if getattr(opts, "guidance_latent", "noisy") == "x0":
+        start = getattr(scheduler, "last_x0", None)
+        if start is None:
+            raise RuntimeError("guidance_latent 'x0' needs the scheduler's latest predicted x0 "
+                               "(gradop.models.ddim_scheduler records it)")
+    optimized, losses = optimize_latents(start, decode, target, paint, steps=opts.grad_steps, lr=opts.lr,
                                          batch=getattr(opts, "guidance_batch", None), on_step=on_step,
                                          early_stop=getattr(opts, "guidance_early_stop", 0.0))
     noise = randn_tensor(z_next.shape, generator=generator, device=z_next.device, dtype=z_next.dtype)

@@ -82,10 +82,23 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
 
 
 def ddim_scheduler(config: dict):
-    """A fresh DDIM scheduler with the release's settings, keeping the model's prediction type."""
+    """A fresh DDIM scheduler with the release's settings, keeping the model's prediction type.
+
+    It records `last_x0`, the latest step's predicted clean latents (GradOP+'s predicted-x0
+    variant optimises them; gradop.guidance).
+    """
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler.from_config(config, **DDIM_SETTINGS)
+    scheduler = DDIMScheduler.from_config(config, **DDIM_SETTINGS)
+    step = scheduler.step
+
+    def recording_step(*args, **kwargs):  # on the instance: the class and its saved config stay diffusers'
+        output = step(*args, **kwargs)
+        scheduler.last_x0 = output[1]  # pred_original_sample (tuple or output dataclass)
+        return output
+
+    scheduler.step, scheduler.last_x0 = recording_step, None
+    return scheduler
 
 
 # Models whose native side is below this (the demo model: 64 px) only work near their native size:

@@ -14,6 +14,7 @@ import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from gradop.decoders import GUIDANCE_DECODERS
+from gradop.guidance import GUIDANCE_LATENTS
 from gradop.painting import PAINTING_FUNCTIONS
 from gradop.precision import PRECISION_MODES
 
@@ -172,6 +173,9 @@ class GradopPlusOptions(GuidanceKnobs):
     strength: float = knob(0.8, "strength", low=0, high=1, help="optimisation starts at step int(steps*(1-strength))")
     iterations: int = knob(3, "iterations", whole=True, low=1, help="optimised sampling steps")
     grad_steps: int = knob(12, "gradient steps", whole=True, low=1, help="Adam steps per iteration")
+    guidance_latent: str = knob("noisy", "guided latent", choices=GUIDANCE_LATENTS,
+                                help="what is optimised: the noisy latents (the release) or the sampler's "
+                                     "predicted clean latents (x0), re-noised afterwards")
 
     def check_schedule(self, steps: int) -> None:
         from gradop.guidance import guidance_window

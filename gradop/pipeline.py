@@ -414,7 +414,9 @@ class GradopPipeline:
 
         # With a shared trajectory: start from its furthest step up to the window's first; that
         # step's own callback (guidance, when it is the window's first) runs here, then sampling goes on.
-        pipe, step, latents = self._resume(StableDiffusionPipeline, trajectory, window.start, call["generator"])
+        # The x0 variant needs the scheduler's own step at the window's first step (its predicted x0).
+        resume_at = window.start - (opts.guidance_latent == "x0")
+        pipe, step, latents = self._resume(StableDiffusionPipeline, trajectory, resume_at, call["generator"])
         start = {}
         if latents is not None:
             for _ in range(step):

@@ -95,10 +95,11 @@ def test_a_judge_of_the_first_classes_still_loads(tmp_path):
         load_judge(tmp_path / "other")
 
 
-def test_judge_v2_segments_every_domain_and_tells_photos_from_paintings():
-    judge = load_judge(DEMO / "judge2")
+@pytest.mark.parametrize("world", [2, 3])
+def test_judge_v2_and_v3_segment_every_domain_and_tell_photos_from_paintings(world):
+    judge = load_judge(DEMO / f"judge{world}")
     assert judge.classes == CLASSES
-    scenes = [sample_scene(HELDOUT_SEED + 900 + i, world=2) for i in range(8)]
+    scenes = [sample_scene(HELDOUT_SEED + 900 + i, world=world) for i in range(8)]
     y = torch.from_numpy(np.stack([render_masks(s) for s in scenes])).long()
     realism = {}
     for domain in ("photo", "painting", "crayon", "strokes"):

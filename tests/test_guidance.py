@@ -14,7 +14,7 @@ from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from gradop.guidance import GradopPlusCallback, guidance_window, guide
-from gradop.models import DDIM_SETTINGS
+from gradop.models import DDIM_SETTINGS, ddim_scheduler
 from gradop.optimize import optimize_latents
 from gradop.options import GradopPlusOptions
 
@@ -155,3 +155,58 @@ def test_the_pipeline_runs_the_guidance_step_in_the_window(tiny_pipe, strokes, m
     scheduler.set_timesteps(10)
     assert seen == [int(scheduler.timesteps[i + 1]) for i in (1, 2, 3)]
     assert len(result.losses) == 3
+
+
+# ----------------------------------------------------------------------------- predicted-x0 variant
+
+def ddim_after_step(i=9):
+    """diffusers' DDIM (gradop's recording subclass) right after its step i: (scheduler, z_{i+1}, t_{i+1})."""
+    scheduler = ddim_scheduler(DDIMScheduler(**DDIM_SETTINGS).config)
+    scheduler.set_timesteps(50)
+    z_i = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
+    eps = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+    z_next = scheduler.step(eps, scheduler.timesteps[i], z_i).prev_sample
+    return scheduler, z_next, scheduler.timesteps[i + 1]
+
+
+def test_scheduler_records_the_predicted_x0_of_its_latest_step():
+    scheduler, z_next, t_next = ddim_after_step()
+    abar = scheduler.alphas_cumprod[t_next]
+    x0 = scheduler.last_x0
+    # DDIM with eta 0: z_{i+1} = sqrt(abar) x0 + sqrt(1 - abar) eps_i, so (z_{i+1} - sqrt(abar) x0) / sqrt(1 - abar)
+    # is the step's own noise prediction.
+    eps = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(z_next, abar.sqrt() * x0 + (1 - abar).sqrt() * eps, atol=1e-5)
+
+
+def test_x0_latent_optimises_the_predicted_x0_and_renoises_it_with_fresh_noise():
+    scheduler, z_next, t_next = ddim_after_step()
+    log, _, target, _ = setting(grad_steps=2)
+    opts = GradopPlusOptions(grad_steps=2, lr=0.1, guidance_latent="x0")
+    decode = RecordingDecode(log)
+    out, _ = guide(z_next, t_next, decode, target, half, scheduler, torch.Generator().manual_seed(3), opts)
+    assert torch.equal(decode.inputs[0], scheduler.last_x0)  # the decoder sees the clean estimate
+    x0_opt, _ = optimize_latents(scheduler.last_x0, RecordingDecode([]), target, half, steps=2, lr=0.1)
+    fresh = randn_tensor(SHAPE, generator=torch.Generator().manual_seed(3))
+    abar = scheduler.alphas_cumprod[t_next]
+    assert torch.allclose(out, abar.sqrt() * x0_opt + (1 - abar).sqrt() * fresh, atol=1e-6)
+
+
+def test_x0_latent_without_a_recorded_step_says_what_is_missing():
+    log, z, target, _ = setting()
+    with pytest.raises(RuntimeError, match="predicted x0"):
+        guide(z, torch.tensor(500), RecordingDecode(log), target, half, RecordingScheduler(log, None),
+              torch.Generator(), GradopPlusOptions(guidance_latent="x0"))
+
+
+def test_x0_variant_with_a_shared_text_pass_matches_a_fresh_run(tiny_pipe, strokes):
+    from gradop.sharing import SharedPasses
+
+    knobs = dict(steps=10, strength=0.8, iterations=2, grad_steps=2, seed=1, guidance_latent="x0")
+    fresh = tiny_pipe.generate("gradop+", "a fox", strokes, **knobs)
+    shared = SharedPasses()
+    tiny_pipe.generate("text", "a fox", steps=10, seed=1, shared=shared)  # records the text-only trajectory
+    resumed = tiny_pipe.generate("gradop+", "a fox", strokes, shared=shared, **knobs)
+    noisy = tiny_pipe.generate("gradop+", "a fox", strokes, **(knobs | {"guidance_latent": "noisy"}))
+    assert resumed.losses == pytest.approx(fresh.losses, rel=1e-5)
+    assert resumed.losses != pytest.approx(noisy.losses, rel=1e-3)

@@ -61,7 +61,7 @@ def test_bad_values_give_one_line_errors(cls, kwargs, error, message):
 
 def test_recorded_knobs_are_the_ones_that_decide_pixels():
     guidance = {"lr", "painting", "guidance_decoder", "guidance_early_stop", "guidance_precision"}
-    assert set(GradopPlusOptions().recorded()) == {"strength", "iterations", "grad_steps"} | guidance
+    assert set(GradopPlusOptions().recorded()) == {"strength", "iterations", "grad_steps", "guidance_latent"} | guidance
     assert set(GradopOptions().recorded()) == {"strength", "opt_steps", "gamma"} | guidance
     assert SDEditOptions(strength=0.6).recorded() == {"strength": 0.6}
     assert METHOD_OPTIONS["text"]().recorded() == {}

@@ -18,6 +18,10 @@ from gradop.quality.metrics import auc, bootstrap_ci, faithfulness, paired, regi
 from gradop.quality.scenes import (AMBIGUOUS_PAIRS, APP_PALETTE, ambiguous_painting, app_painting, benchmark_paintings,
                                    world_painting)
 from gradop.regions import find_regions, nearest_region, word_occurrences
+from gradop.images import pil_to_tensor
+from gradop.quality.runner import SCENE_PHOTO_LABEL
+from gradop.world import render_photo, sample_scene
+from gradop.world.judge import load_judge
 from gradop.world.scene import HELDOUT_SEED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +111,15 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "rows_0.jsonl").read_text().splitlines()]
     guided = [r for r in rows if r["section"] == "guided"]
     region = [r for r in rows if r["section"] == "region"]
-    assert {r["setting"] for r in guided} == {"text2img", "sdedit 0.5", "gradop+"} and len(guided) == 3 * 2
+    assert {r["setting"] for r in guided} == {"text2img", "sdedit 0.5", "gradop+", SCENE_PHOTO_LABEL}
+    assert len(guided) == 3 * 2 + 1
+    # The scene photo is the world's own photo of the painting's scene, scored like the outputs.
+    (photo,) = [r for r in guided if r["setting"] == SCENE_PHOTO_LABEL]
+    painting = world_painting(0)
+    scene_photo = torch.from_numpy(render_photo(sample_scene(painting.seed))).permute(2, 0, 1)[None]
+    assert photo["realism_judge"] == pytest.approx(load_judge().realism(scene_photo).item(), abs=1e-5)
+    assert photo["blurred_l2"] == pytest.approx(
+        faithfulness(scene_photo, pil_to_tensor(painting.image), [])["blurred_l2"][0], rel=1e-5)
     # No control answers for both words; each word at w'=1: 2 images each.
     assert len(region) == (2 + 2) * 2 and {r["region_strength"] for r in region} == {0.0, 1.0}
     assert len([r for r in rows if r["section"] == "reference"]) == 2 * 3
@@ -120,7 +132,7 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     with (out / "scores.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == len(rows)
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["guided"]) == {"text2img", "sdedit 0.5", "gradop+"}
+    assert set(summary["guided"]) == {"text2img", "sdedit 0.5", "gradop+", SCENE_PHOTO_LABEL}
     assert summary["promise_1"]["verdict"] and summary["promise_2"]["verdict"]
     report = (out / "report.md").read_text()
     assert "| setting | blurred L2 |" in report and "| gradop+ |" in report and "Promise 2" in report

@@ -208,5 +208,30 @@ def test_world_2_is_opt_in_and_recorded_in_the_scene():
     assert all("boats" not in sample_scene(seed) for seed in range(40))
     # Same seed, different world: the sizes world 2 made bigger differ.
     assert any(sample_scene(s)["trees"] != s2["trees"] for s, s2 in zip(range(40), v2))
-    with pytest.raises(ValueError, match="unknown world version 3"):
-        sample_scene(0, world=3)
+    with pytest.raises(ValueError, match="unknown world version 4"):
+        sample_scene(0, world=4)
+
+
+def test_world_3_is_world_2_with_a_palette_pulled_towards_the_painted_colours():
+    from gradop.world.render import stroke_base
+
+    for seed in range(12):
+        v2, v3 = sample_scene(seed, world=2), sample_scene(seed, world=3)
+        assert {k: v for k, v in v3.items() if k not in ("world", "palette_pull")} == \
+            {k: v for k, v in v2.items() if k != "world"}
+        assert set(v3["palette_pull"]) == set(CLASSES) and all(0 <= t <= 1 for t in v3["palette_pull"].values())
+        assert np.array_equal(render(v3, "strokes"), render(v2, "strokes"))  # scribbles are not re-coloured
+        assert np.array_equal(render_masks(v3), render_masks(v2))
+        assert caption(v3) == caption(v2)
+    # Each region's mean colour moves the scene's fraction of the way to its painted colour, in
+    # every domain (renders at 64 px; the sky is one region without sun or moon on top of it).
+    scene = next(s for s in (sample_scene(seed, world=3) for seed in range(100)) if s["sun"] is None
+                 and s["moon"] is None and not s["clouds"] and not s["mountains"])
+    sky = render_masks(scene) == CLASS_ID["sky"]
+    painted = np.asarray(stroke_base("sky", scene))
+    for domain in DOMAINS:
+        before = render(sample_scene(scene["seed"], world=2), domain)[sky].mean(0)
+        after = render(scene, domain)[sky].mean(0)
+        expected = before + scene["palette_pull"]["sky"] * (painted - before)
+        assert np.abs(after - expected).max() < 0.03, domain  # clipping at 0/1 aside
+        assert np.abs(after - painted).max() <= np.abs(before - painted).max() + 1e-6

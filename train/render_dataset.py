@@ -51,8 +51,8 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--count", type=int, default=16000)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--world", type=int, choices=(1, 2), default=1,
-                    help="world version of the scenes: 1 (the shipped model's) or 2 (boats, rocks, close-ups)")
+    ap.add_argument("--world", type=int, choices=(1, 2, 3), default=1,
+                    help="world version of the scenes: 1 (the shipped model's), 2 (boats, rocks, close-ups) or 3 (world 2 with a per-scene palette)")
     ap.add_argument("--out", default="build/world/train.npz")
     ap.add_argument("--merge", nargs="+", default=[], help="concatenate these rendered shards into --out instead")
     args = ap.parse_args()

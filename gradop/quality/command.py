@@ -31,9 +31,10 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app", type=int, default=36, help="app-style paintings (default 36)")
     parser.add_argument("--ambiguous", type=int, default=32, help="colour-ambiguous app-style paintings (default 32)")
     parser.add_argument("--edit", type=int, default=12, help="held-out photos with a painted object to edit (default 12)")
-    parser.add_argument("--world-version", type=int, choices=(1, 2), default=1,
-                        help="scenes of world 1 (the demo model's, default) or world v2 (painting domains, boats, "
-                             "rocks; use a v2 judge, e.g. --judge pretrained_models/gradop-demo/judge2)")
+    parser.add_argument("--world-version", type=int, choices=(1, 2, 3), default=1,
+                        help="scenes of world 1 (the demo model's, default), world 2 (painting domains, boats, "
+                             "rocks; use a v2 judge, e.g. --judge pretrained_models/gradop-demo/judge2) or world 3 "
+                             "(world 2 with per-scene palettes that reach the painted colours; a v3 judge)")
     parser.add_argument("--seeds", type=int, default=2, help="images per painting and setting (default 2)")
     parser.add_argument("--steps", type=int, default=25,
                         help="DDIM steps of every method (default 25, to fit 100+ paintings in 30 min on 2 CPU cores; "

@@ -4,6 +4,7 @@ the realism-vs-faithfulness plot (matplotlib, the optional `bench` extra) and a 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from PIL import Image
 from gradop.grid import labelled_grid
 from gradop.quality import runner
 from gradop.quality.metrics import format_ci as _ci
-from gradop.quality.runner import SDEDIT_STRENGTHS
+from gradop.quality.runner import SCENE_PHOTO_LABEL, SDEDIT_STRENGTHS
 from gradop.quality.summary import FAITHFULNESS, PARITY, SIGNALS, VALID_AUC
 
 SHEET_COLUMNS = ("text2img", "sdedit_0.5", "sdedit_0.7", "sdedit_0.9", "gradop+", "gradop+_median", "gradop")
@@ -117,7 +118,8 @@ def plot(summary: dict, path: Path) -> Path:
             ax.plot(*zip(*xy), color="tab:blue", label="SDEdit (strength 0.5 → 0.9)")
             for s, (x, y) in zip(sweep, xy):
                 ax.annotate(s.split()[1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="tab:blue")
-        styles = iter(zip("s^vDP*X", ("tab:red", "tab:orange", "tab:brown", "tab:pink", "goldenrod", "darkred", "salmon")))
+        styles = itertools.cycle(zip("s^vDP*X<", ("tab:red", "tab:orange", "tab:brown", "tab:pink", "goldenrod",
+                                                  "darkred", "salmon", "olive")))
         for setting in table:
             if setting.startswith("gradop+"):
                 marker, colour = next(styles)
@@ -125,7 +127,8 @@ def plot(summary: dict, path: Path) -> Path:
                 ax.annotate(setting.removeprefix("gradop+").strip() or "default", (x, y), textcoords="offset points",
                             xytext=(4, -10), fontsize=8, color=colour)
         for setting, colour, fmt in (("gradop", "tab:purple", "h"), ("text2img", "tab:gray", "x"),
-                                     ("sdedit 0.3 (reference)", "tab:cyan", "o")):
+                                     ("sdedit 0.3 (reference)", "tab:cyan", "o"),
+                                     (SCENE_PHOTO_LABEL, "black", "*")):
             if setting in table:
                 point(setting, color=colour, fmt=fmt, label=setting)
         valid = summary["validation"].get(signal, {}).get("valid")

@@ -52,6 +52,7 @@ GUIDED_SETTINGS = (
     Setting("gradop+ s0.6", "gradop+", (("strength", 0.6),)),
     Setting("gradop+ s0.9", "gradop+", (("strength", 0.9),)),
     Setting("gradop+ median", "gradop+", (("painting", "median-palette"),)),
+    Setting("gradop+ x0", "gradop+", (("guidance_latent", "x0"),)),  # METHOD.md's predicted-x0 variant
     # The release's exact guidance path, against which the default decoder's parity is measured
     # (decoder_parity), and the cheapest decoder.
     Setting("gradop+ vae", "gradop+", (("guidance_decoder", "vae"),)),
@@ -64,6 +65,10 @@ DECODER_SETTINGS = tuple(Setting(f"gradop+ {d}", "gradop+", (("guidance_decoder"
 # A generated reference that certainly keeps the painting's flat look: realism signals must
 # rank text2img above it (validation on generated images).
 PAINTING_LIKE_REFERENCE = Setting("sdedit 0.3 (reference)", "sdedit", (("strength", 0.3),))
+# Not generated: the world's own photo of the scene the painting was drawn from. Where a perfect
+# photo of the painted scene lands on faithfulness and realism (an upper bound on what "realistic
+# at equal faithfulness" can mean in the lab).
+SCENE_PHOTO_LABEL = "scene photo (reference)"
 REGION_SETTINGS = (Setting("text2img", "text"), Setting("sdedit 0.8", "sdedit", (("strength", 0.8),)),
                    Setting("gradop+", "gradop+"), Setting("gradop", "gradop"))
 REGION_STRENGTHS = (0.5, 2.0)
@@ -133,6 +138,11 @@ class GuidedSection:
                 rows.append({"section": self.name, "painting": painting.name, "kind": painting.kind, "setting": setting.label,
                              "method": setting.method, "image": k, "seconds": seconds,
                              **{key: values[k] for key, values in scores.items()}})
+        photo = torch.from_numpy(render_photo(sample_scene(painting.seed, ctx.world_version),
+                                              painting.image.size[0])).permute(2, 0, 1)[None]
+        scores = {**faithfulness(photo, target, masks), **ctx.realism(photo)}
+        rows.append({"section": self.name, "painting": painting.name, "kind": painting.kind, "setting": SCENE_PHOTO_LABEL,
+                     "method": "reference", "image": 0, "seconds": 0.0, **{key: v[0] for key, v in scores.items()}})
         return rows
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradop.world.render import SUPERSAMPLE, _c, _jitter, render_photo, render_strokes, stroke_colour
+from gradop.world.render import SUPERSAMPLE, _c, _jitter, pull_palette, render_photo, render_strokes, stroke_colour
 from gradop.world.scene import CLASSES, layers, value_noise
 
 # Domains a caption can name (the model learns all three; "photo" is the target).
@@ -108,7 +108,7 @@ def render_painting(scene: dict, size: int = 64) -> np.ndarray:
     edges = _edges(owner)
     width = rng.uniform(0.6, 1.0)  # outline darkness
     img = np.where(edges[..., None], img * (1 - width) + _c(*OUTLINE) * width, img)
-    return _downsample(img, size)
+    return pull_palette(scene, _downsample(img, size))
 
 
 def render_crayon(scene: dict, size: int = 64) -> np.ndarray:
@@ -150,4 +150,4 @@ def render_crayon(scene: dict, size: int = 64) -> np.ndarray:
     outline = _edges(owner) & (value_noise(rng, big, 12) > -0.6)
     line = np.broadcast_to(_c(0.2, 0.17, 0.15), img.shape) if rng.random() < 0.5 else img * 0.45
     img = np.where(outline[..., None], line, img)
-    return _downsample(img, size)
+    return pull_palette(scene, _downsample(img, size))

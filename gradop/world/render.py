@@ -169,7 +169,7 @@ def render_photo(scene: dict, size: int = 64) -> np.ndarray:
         img = np.where(mask[..., None], col, img)
     img = img + rng.normal(0, 0.012, img.shape).astype(np.float32)  # sensor grain
     img = img.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
-    return np.clip(img, 0, 1).astype(np.float32)
+    return pull_palette(scene, np.clip(img, 0, 1).astype(np.float32))
 
 
 # Flat colours a person would pick for each class (per sky kind where it matters).
@@ -182,16 +182,42 @@ STROKE_COLOURS = {
 }
 
 
-def stroke_colour(name: str, scene: dict, rng, extra: dict | None = None) -> np.ndarray:
+def stroke_base(name: str, scene: dict, extra: dict | None = None) -> tuple[float, float, float]:
+    """The colour a person paints class `name` with in this scene (before their hand's jitter)."""
     if name == "sky":
-        base = STROKE_COLOURS["sky"][scene["sky"]]
-    elif name == "house" and extra is not None:
-        base = (0.55, 0.35, 0.2) if scene["wooden"] else HOUSE_COLOURS[extra["colour"]]
-    elif name == "boat":
-        base = HOUSE_COLOURS[scene["boat_colour"]]
-    else:
-        base = STROKE_COLOURS[name]
-    return _jitter(rng, base, 0.07)
+        return STROKE_COLOURS["sky"][scene["sky"]]
+    if name == "house" and extra is not None:
+        return (0.55, 0.35, 0.2) if scene["wooden"] else HOUSE_COLOURS[extra["colour"]]
+    if name == "boat":
+        return HOUSE_COLOURS[scene["boat_colour"]]
+    return STROKE_COLOURS[name]
+
+
+def stroke_colour(name: str, scene: dict, rng, extra: dict | None = None) -> np.ndarray:
+    return _jitter(rng, stroke_base(name, scene, extra), 0.07)
+
+
+def pull_palette(scene: dict, image: np.ndarray) -> np.ndarray:
+    """World 3: move each object's mean colour the scene's fraction palette_pull[class] of the
+    way to its painted colour (stroke_base), keeping its texture and shading. Other worlds:
+    unchanged. Used by every domain's renderer, so photos, paintings and crayon drawings of a
+    scene share one palette."""
+    pull = scene.get("palette_pull")
+    if not pull:
+        return image
+    size = image.shape[0]
+    out = image.copy()
+    owner = np.full((size, size), -1, np.int32)
+    lays = layers(scene, size)
+    for i, (_, mask, _) in enumerate(lays):
+        owner[mask] = i
+    for i, (c, _, extra) in enumerate(lays):
+        region = owner == i
+        if region.any():
+            shift = pull[CLASSES[c]] * (np.asarray(stroke_base(CLASSES[c], scene, extra), np.float32)
+                                        - image[region].mean(0))
+            out[region] += shift
+    return np.clip(out, 0, 1).astype(np.float32)
 
 
 def render_strokes(scene: dict, size: int = 64) -> np.ndarray:

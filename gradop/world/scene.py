@@ -8,8 +8,12 @@ so the three views of a scene always agree.
 World versions: world 1 (the default) is the world the shipped demo model, the judge and every
 published benchmark were made on; `sample_scene(seed)` gives exactly its scenes. World 2
 (`sample_scene(seed, world=2)`) adds boats, rocks, close-ups and a bigger sun, moon, mountains,
-trees and houses. A scene records its version in scene["world"]; captions and renderers follow
-the scene. World-1 scenes have no "rocks", "boats", "boat_colour" or "closeup" entries.
+trees and houses. World 3 is world 2 (the same scene for the same seed) plus a per-scene palette:
+each class's colour in every rendered domain is pulled a random fraction of the way to the colour
+a person paints it with (render.pull_palette), so a scribble's colours are colours that photos
+of the world also have, as they are in Stable Diffusion's photos. A scene records its version in
+scene["world"]; captions and renderers follow the scene. World-1 scenes have no "rocks",
+"boats", "boat_colour" or "closeup" entries; only world-3 scenes have "palette_pull".
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ OPTIONAL_CLASSES = tuple(c for c in CLASSES if c != "sky")
 GROUNDS = ("grass", "sand", "snow")
 SKIES = ("day", "sunset", "night")
 WATERS = ("lake", "river", "sea")
-WORLDS = (1, 2)
+WORLDS = (1, 2, 3)
 DEFAULT_WORLD = 1
 # Sizes that world 2 made bigger (the same draws, wider ranges): world -> name -> (low, high).
 _SIZES = {
@@ -37,6 +41,7 @@ _SIZES = {
     2: {"moon_r": (0.07, 0.13), "sun_r": (0.07, 0.14), "mountain_h": (0.16, 0.38), "mountain_w": (0.2, 0.45),
         "tree_s": (0.9, 1.6), "house_s": (1.0, 1.7)},
 }
+_SIZES[3] = _SIZES[2]
 # Subjects a close-up scene can be built around (one big foreground object).
 CLOSEUP_SUBJECTS = ("house", "tree", "rock", "boat")
 HOUSE_COLOURS = {
@@ -60,7 +65,7 @@ def scene_world(scene: dict) -> int:
 def sample_scene(seed: int, world: int = DEFAULT_WORLD) -> dict:
     """A random landscape description of world `world` (1 or 2); every draw comes from `seed`."""
     if world not in WORLDS:
-        raise ValueError(f"unknown world version {world!r}; use world=1 (the default, the demo model's) or world=2")
+        raise ValueError(f"unknown world version {world!r}; use world=1 (the default, the demo model's), 2 or 3")
     size = _SIZES[world]
     rng = np.random.default_rng(seed)
     s: dict = {"seed": int(seed)}
@@ -132,6 +137,9 @@ def sample_scene(seed: int, world: int = DEFAULT_WORLD) -> dict:
     s["style"] = int(rng.integers(0, 2**31))  # seed for colours, textures and stroke sloppiness
     _drop_hidden(s)
     s["world"] = world
+    if world >= 3:  # from its own stream, so a world-3 scene is the world-2 scene of the same seed
+        pull = np.random.default_rng([seed, 3])
+        s["palette_pull"] = {name: float(pull.uniform(0, 1)) for name in CLASSES}
     return s
 
 
