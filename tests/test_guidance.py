@@ -160,7 +160,7 @@ def test_the_pipeline_runs_the_guidance_step_in_the_window(tiny_pipe, strokes, m
 # ----------------------------------------------------------------------------- predicted-x0 variant
 
 def ddim_after_step(i=9):
-    """diffusers' DDIM (gradop's recording subclass) right after its step i: (scheduler, z_{i+1}, t_{i+1})."""
+    """gradop's DDIM (diffusers' class, recording its x0) right after its step i: (scheduler, z_{i+1}, t_{i+1})."""
     scheduler = ddim_scheduler(DDIMScheduler(**DDIM_SETTINGS).config)
     scheduler.set_timesteps(50)
     z_i = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
