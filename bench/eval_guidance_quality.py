@@ -36,12 +36,9 @@ from gradop.painting import make_painting_fn
 from gradop.pipeline import GradopPipeline
 from gradop.sharing import SharedPasses
 from gradop.quality.metrics import bootstrap_ci, format_ci
-from gradop.quality.scenes import render_app_painting
-from gradop.world import caption, render_strokes, sample_scene, to_pil
+from gradop.quality.scenes import TUNING_SEED, tuning_painting
+from gradop.world import caption
 from gradop.world.judge import DEFAULT_JUDGE, load_judge
-from gradop.world.scene import HELDOUT_SEED
-
-TUNING_SEED = HELDOUT_SEED + 500_000  # apart from training (0..) and every benchmark range
 
 
 def parse_option(text: str) -> dict:
@@ -84,9 +81,7 @@ def main() -> None:
     rows = []
     started = time.time()
     for index in range(args.scenes):
-        scene = sample_scene(TUNING_SEED + index, args.world_version)
-        strokes = to_pil(render_strokes(scene)) if index % 2 == 0 else \
-            render_app_painting(scene).resize((64, 64), Image.Resampling.LANCZOS)
+        scene, strokes = tuning_painting(index, args.world_version)
         text = caption(scene)
         shared = SharedPasses()  # every decoder's GradOP+ starts with the same text-only steps
         common = dict(seed=index, steps=args.steps, shared=shared, height=args.size, width=args.size)

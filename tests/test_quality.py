@@ -299,3 +299,17 @@ def test_bench_quality_on_world_v2_with_the_v2_judge(tmp_path):
     assert config["world_version"] == 2
     rows = [json.loads(line) for line in (out / "rows_0.jsonl").read_text().splitlines()]
     assert {r["section"] for r in rows} == {"reference", "guided"}
+
+
+def test_tuning_paintings_alternate_renderers_on_their_own_seed_range():
+    from gradop.quality.scenes import APP_SEED, TUNING_SEED, WORLD_SEED, render_app_painting, tuning_painting
+    from gradop.world import render_strokes, to_pil
+
+    scene, strokes = tuning_painting(0, world_version=2)
+    assert scene["seed"] == TUNING_SEED and scene["world"] == 2
+    assert np.array_equal(np.asarray(strokes), np.asarray(to_pil(render_strokes(scene))))
+    scene, strokes = tuning_painting(1)
+    assert strokes.size == (64, 64)
+    assert np.array_equal(np.asarray(strokes), np.asarray(render_app_painting(scene).resize((64, 64), Image.LANCZOS)))
+    # Apart from the benchmark's held-out ranges (each used for at most a few hundred paintings).
+    assert all(abs(TUNING_SEED - start) > 10_000 for start in (WORLD_SEED, APP_SEED))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from gradop.painting import gaussian_blur
@@ -39,8 +38,7 @@ def main() -> None:
     for index in range(args.scenes):
         scene = sample_scene(DIAGNOSTIC_SEED + index, 2)
         for domain in DOMAINS:
-            image = np.asarray(render(scene, domain), dtype=np.float32)
-            renders[domain].append(torch.from_numpy(image / 255.0 if image.max() > 1 else image).permute(2, 0, 1))
+            renders[domain].append(torch.from_numpy(render(scene, domain)).permute(2, 0, 1))  # float32 in [0, 1]
     images = {d: torch.stack(v) for d, v in renders.items()}
     print(f"{args.scenes} world-v2 scenes from seed {DIAGNOSTIC_SEED}, 64 px")
     print("| sigma | " + " | ".join(f"MSE(strokes, {d})" for d in DOMAINS[:3]) + " | chroma " + " / ".join(DOMAINS)

@@ -33,6 +33,9 @@ AMBIGUOUS_SEED = 2_100_000  # colour-ambiguous app-style paintings
 REFERENCE_SEED = 2_200_000  # photos and paintings that validate the realism signals
 EDIT_SEED = HELDOUT_SEED + 30_000  # photos edited by the editing section
 DRAW_SIZE = 256  # app paintings are drawn at the app's smallest canvas size, then resized
+# Tuning scenes (bench/eval_guidance_quality.py, train/lab_oracle.py): apart from training and
+# from every range above, so a choice tuned on them is confirmed on held-out paintings.
+TUNING_SEED = HELDOUT_SEED + 500_000
 
 # The app's palette (app.py PALETTE; tests/test_quality.py checks that the two agree).
 APP_PALETTE = {"#8fc9f0": "sky", "#2f6fd0": "water", "#4caf50": "grass", "#1e5a2a": "trees",
@@ -231,6 +234,15 @@ def app_painting(index: int, size: int = 64, world_version: int = 1) -> Painting
     drawing = render_app_painting(scene)
     return Painting(f"app-{index:03d}", "app", scene["seed"], caption(scene), _to_model_size(drawing, size), drawing,
                     classes=sorted(scene_classes(scene)))
+
+
+def tuning_painting(index: int, world_version: int = 1, size: int = 64) -> tuple[dict, Image.Image]:
+    """(scene, strokes) of tuning scene `index`: drawn by the world's stroke renderer for even
+    indices and by the app-style renderer for odd ones."""
+    scene = sample_scene(TUNING_SEED + index, world_version)
+    if index % 2 == 0:
+        return scene, to_pil(render_strokes(scene, size))
+    return scene, _to_model_size(render_app_painting(scene), size)
 
 
 def ambiguous_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
