@@ -37,8 +37,8 @@ from gradop.pipeline import GradopPipeline
 from gradop.sharing import SharedPasses
 from gradop.quality.metrics import bootstrap_ci, format_ci
 from gradop.quality.scenes import TUNING_SEED, tuning_painting
-from gradop.world import caption
-from gradop.world.judge import DEFAULT_JUDGE, load_judge
+from gradop.world import DEFAULT_WORLD, WORLDS, caption
+from gradop.world.judge import JUDGES, load_judge
 
 
 def parse_option(text: str) -> dict:
@@ -69,13 +69,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON with every row")
     parser.add_argument("--model", default="gradop-demo")
-    parser.add_argument("--world-version", type=int, default=1)
-    parser.add_argument("--judge", default=str(DEFAULT_JUDGE))
+    parser.add_argument("--world-version", type=int, choices=WORLDS, default=DEFAULT_WORLD)
+    parser.add_argument("--judge", help="judge folder (default: the shipped judge of --world-version)")
     parser.add_argument("--sdedit", type=float, nargs="*", default=[], help="SDEdit strengths to compare with")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = GradopPipeline.from_pretrained(args.model)
-    judge = load_judge(args.judge)
+    judge = load_judge(args.judge or JUDGES[args.world_version])
     paint = make_painting_fn("blur", 64, 64)
     options = args.options
     rows = []

@@ -3,22 +3,17 @@
 # thread each (the fastest use of 2 cores), then the merge. Run from anywhere:
 #   bash bench/run_quality.sh               # every section, default counts -> build/quality-run
 #   bash bench/run_quality.sh decoders      # GradOP+ with every guidance decoder -> build/quality-decoders
-#   bash bench/run_quality.sh parity        # the default decoder against the exact VAE on 216 paintings
-#                                           # (what made vae-half the default) -> build/quality-parity
-#   bash bench/run_quality.sh world3        # world 3 with model v3 and judge v3 (MODEL, JUDGE to override;
-#                                           # the model card builds them) -> build/quality-world3
+#   bash bench/run_quality.sh parity        # vae-half against the exact VAE on 216 paintings -> build/quality-parity
+# Every mode measures the shipped demo model on its world (3) with its judge (judge3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 if [ "${1:-}" = decoders ]; then
     out=build/quality-decoders
-    args=(--ambiguous 0 --edit 0 --settings text2img "gradop+ vae" "gradop+" "gradop+ linear" "gradop+ conv" "gradop+ tiny")
+    args=(--ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae-half" "gradop+ linear" "gradop+ conv" "gradop+ tiny")
 elif [ "${1:-}" = parity ]; then
     out=build/quality-parity
-    args=(--world 108 --app 108 --ambiguous 0 --edit 0 --settings text2img "gradop+ vae" "gradop+")
-elif [ "${1:-}" = world3 ]; then
-    out=build/quality-world3
-    args=(--model "${MODEL:-build/demo3_final}" --judge "${JUDGE:-pretrained_models/gradop-demo/judge3}" --world-version 3)
+    args=(--world 108 --app 108 --ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae-half")
 else
     out=build/quality-run
     args=()

@@ -3,6 +3,12 @@
     python -m pytest tests/test_e2e_browser.py                                   # the scribble
     python bench/bench_app.py --quick --screenshot test-artifacts/app-demo.png   # the app on the demo model
     python docs/refresh_images.py
+    python docs/refresh_images.py --examples W E   # the README's held-out inputs: world painting W, edit E
+
+`--examples` writes the inputs of the README's two comparison pictures from the quality
+benchmark's held-out paintings of the demo model's world (docs/compare_strokes.png; and
+docs/edit_photo.png with docs/edit_strokes.png) and prints their prompts for the README's
+`gradop generate` commands, which make docs/compare.png and docs/edit.png.
 
 Both write only to test-artifacts/ (tests never write tracked files). This script turns the
 benchmark's finished page ("Compare all" on the embedded demo model, not the browser test's
@@ -29,7 +35,23 @@ def readme_screenshot(source: Path, target: Path, width: int = 1100) -> None:
     target.write_bytes(buffer.getvalue())
 
 
+def write_examples(world_index: int, edit_index: int) -> None:
+    from gradop.quality.scenes import edit_painting, world_painting
+
+    painting = world_painting(world_index)
+    painting.image.save(ROOT / "docs" / "compare_strokes.png")
+    print(f"docs/compare_strokes.png: {painting.name} (seed {painting.seed}): {painting.caption}")
+    edit = edit_painting(edit_index)
+    edit.background.save(ROOT / "docs" / "edit_photo.png")
+    edit.image.save(ROOT / "docs" / "edit_strokes.png")
+    print(f"docs/edit_photo.png, docs/edit_strokes.png: {edit.name} (seed {edit.seed}, colour {edit.colour}, "
+          f"word {edit.meanings[0][1]}): {edit.caption}")
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--examples"]:
+        write_examples(int(sys.argv[2]), int(sys.argv[3]))
+        return 0
     page, scribble = ARTIFACTS / "app-demo.png", ARTIFACTS / "scribble.png"
     missing = [str(p) for p in (page, scribble) if not p.is_file()]
     if missing:

@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--painting", choices=PAINTING_FUNCTIONS, default=d["painting"],
                      help=f"painting function f (default {d['painting']})")
     gen.add_argument("--guidance-decoder", choices=GUIDANCE_DECODERS, default=d["guidance_decoder"],
-                     help="what decodes latents inside the optimisation: the vae on a half-size latent "
-                          "(vae-half, default), the full vae (exact, the release's), a fitted linear/conv "
-                          "latent-to-RGB map, or an AutoencoderTiny (tiny; see --tiny-decoder)")
+                     help="what decodes latents inside the optimisation: the full vae (exact, the release's, "
+                          "default), the vae on a half-size latent (vae-half: about half of GradOP+'s time), a fitted "
+                          "linear/conv latent-to-RGB map, or an AutoencoderTiny (tiny; see --tiny-decoder)")
     gen.add_argument("--guidance-latent", choices=GUIDANCE_LATENTS, default=d["guidance_latent"],
                      help="gradop+: optimise the noisy latents (noisy, the release's) or the sampler's predicted "
                           "clean latents, then re-noise them (x0)")

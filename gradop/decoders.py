@@ -6,7 +6,7 @@ image is always decoded by the full VAE. Every option has one interface, `Guidan
 (scaled latents -> images in [0, 1], differentiable, at `pixels_per_latent` times the latent
 side), so the optimisation loop does not know which one it has. Chosen by name:
 
-- "vae": the model's full VAE decoder (exact; the release's path).
+- "vae": the model's full VAE decoder (exact; the release's path and the default).
 - "vae-half": the VAE decoding a latent downsampled by 2 (a quarter of the work; the output
   is half the size, and the loss is computed at that size); latents with fewer than 16 cells
   on a side are decoded whole (`half_size`).
@@ -87,8 +87,9 @@ def vae_decoder(vae, *, reduced: Callable[[int, int], tuple[int, int]] | None = 
 def half_size(height: int, width: int) -> tuple[int, int]:
     """The latent size "vae-half" decodes: half of each side (odd sides round down, as the area
     average does), unless that leaves fewer than HALF_MIN_CELLS on the short side; then all of
-    it. Measured: halving 16 cells to 8 (the 64 px demo model) keeps GradOP+'s faithfulness and
-    realism within 5%; halving 8 cells to 4 (a 64 px image of an 8x VAE) loses most of the pull."""
+    it. Measured: halving 8 cells to 4 (a 64 px image of an 8x VAE) loses most of the pull; halving
+    16 cells to 8 kept GradOP+ within 5% of the exact path on demo model v1 but costs a quarter of
+    its realism on v3 (README, guidance_decoder)."""
     if min(height, width) // 2 < HALF_MIN_CELLS:
         return height, width
     return height // 2, width // 2

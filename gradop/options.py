@@ -149,9 +149,9 @@ class GuidanceKnobs(Knobs):
 
     lr: float = knob(0.1, "learning rate", above=0, help="Adam learning rate")
     painting: str = knob("blur", "painting function", choices=PAINTING_FUNCTIONS, help="painting function f")
-    # "vae-half", not the release's exact "vae": half the time of GradOP+, and within 5% of the exact path on
-    # faithfulness and realism, CIs included, on 216 held-out paintings (README "guidance_decoder").
-    guidance_decoder: str = knob("vae-half", "guidance decoder", choices=GUIDANCE_DECODERS,
+    # The release's exact "vae". "vae-half" halves GradOP+'s time and was within 5% of it on model v1, but on
+    # the shipped demo model (v3) it loses a quarter of the realism (README "guidance_decoder").
+    guidance_decoder: str = knob("vae", "guidance decoder", choices=GUIDANCE_DECODERS,
                                  help="what decodes latents inside the optimisation (gradop.decoders); "
                                       "the final image always uses the full VAE")
     guidance_early_stop: float = knob(0.0, "early stop", low=0, high=1,

@@ -118,8 +118,9 @@ def test_half_decoder_reports_the_size_it_decodes_for_odd_latents(tiny_pipe):
 def test_shipped_tiny_decoder_matches_the_demo_vae(demo_vae, heldout_latents):
     decoders = GuidanceDecoders(demo_vae, model_name="gradop-demo")
     tiny, full = decoders("tiny"), decoders("vae")
-    # Measured: explains 0.94 of the VAE's pixel variance on clean latents, 0.70 on noisy ones.
-    for latents, need in zip(heldout_latents, (0.9, 0.6)):
+    # Measured on 48 held-out photos: explains 0.97 of the VAE's pixel variance on clean latents, 0.90 on
+    # noisy ones; the decoder distilled from model v1's VAE gave 0.92 / 0.62 on this VAE (it is stale).
+    for latents, need in zip(heldout_latents, (0.93, 0.8)):
         with torch.no_grad():
             assert explained(tiny(latents), full(latents)) > need
     size = sum(p.stat().st_size for p in DEMO_TINY_DECODER.iterdir())

@@ -10,7 +10,7 @@ import torch
 
 from gradop.images import pil_to_tensor
 from gradop.pipeline import GradopPipeline
-from gradop.world import render, render_masks, render_photo, render_strokes, sample_scene, to_pil
+from gradop.world import caption, render, render_masks, render_photo, render_strokes, sample_scene, to_pil
 from gradop.world.judge import DEFAULT_JUDGE, Judge, load_judge
 from gradop.world.scene import CLASSES, HELDOUT_SEED
 
@@ -66,13 +66,26 @@ def test_judge_recognises_the_main_class_of_generations(demo_pipe, judge, prompt
     assert judge.main_class(x, among=("grass", "sand", "snow")) == [ground, ground]
 
 
+def test_the_prompt_picks_the_domain_as_in_stable_diffusion(demo_pipe, judge):
+    # The paper's setting: the model knows photos and paintings, and the caption picks one. The
+    # judge (validated on held-out renders) tells the shipped model's photos from its paintings.
+    # Measured on these 10 captions: photo 0.79, painting 0.12 on average; photo ahead in 8 (the
+    # two misses are huts, which it draws flat).
+    scenes = [sample_scene(HELDOUT_SEED + 300 + i) for i in range(10)]
+    realism = {}
+    for domain in ("photo", "painting"):
+        images = [demo_pipe.generate("text", caption(s, domain=domain), steps=STEPS, seed=i).images[0]
+                  for i, s in enumerate(scenes)]
+        realism[domain] = judge.realism(torch.cat([pil_to_tensor(im) for im in images]))
+    assert realism["photo"].mean() > realism["painting"].mean() + 0.4, realism
+    assert (realism["photo"] > realism["painting"]).sum() >= 7, realism
+
+
 def test_gradop_plus_follows_the_strokes(demo_pipe):
     from gradop.painting import make_painting_fn
 
     scene = sample_scene(HELDOUT_SEED + 77)
     strokes = to_pil(render_strokes(scene))
-    from gradop.world import caption
-
     text = caption(scene)
     guided = demo_pipe.generate("gradop+", text, strokes, steps=STEPS, seed=0)
     free = demo_pipe.generate("text", text, steps=STEPS, seed=0)

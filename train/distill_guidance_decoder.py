@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gradop.world import render_photo, sample_scene  # noqa: E402
+from gradop.world import DEFAULT_WORLD, WORLDS, render_photo, sample_scene  # noqa: E402
 from gradop.world.scene import HELDOUT_SEED  # noqa: E402
 from train.common import Logger  # noqa: E402
 
@@ -42,10 +42,10 @@ def tiny_autoencoder(seed: int):
                            num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1), latent_channels=4)
 
 
-def dataset(vae, scenes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dataset(vae, scenes: int, seed: int, world: int = DEFAULT_WORLD) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(photos in [-1, 1], clean scaled latents, noise levels' latents and their VAE decodes)."""
     assert scenes < HELDOUT_SEED
-    photos = torch.from_numpy(np.stack([render_photo(sample_scene(s)) for s in range(scenes)]))
+    photos = torch.from_numpy(np.stack([render_photo(sample_scene(s, world)) for s in range(scenes)]))
     photos = photos.permute(0, 3, 1, 2).float()
     photos = photos / 255 if photos.max() > 1.5 else photos
     photos = photos * 2 - 1
@@ -73,13 +73,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", help="continue from this AutoencoderTiny folder (e.g. an earlier --out)")
+    parser.add_argument("--world", type=int, choices=WORLDS, default=DEFAULT_WORLD, help="world version of the photos")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(DEMO / "vae").eval().requires_grad_(False)
     started = time.time()
-    photos, clean, latents, decoded = dataset(vae, args.scenes, args.seed)
+    photos, clean, latents, decoded = dataset(vae, args.scenes, args.seed, args.world)
     print(f"dataset: {len(latents)} latents in {time.time() - started:.0f} s", flush=True)
     if args.init:
         from diffusers import AutoencoderTiny

@@ -10,7 +10,7 @@ model: on held-out scenes, text2img with the scene's photo caption and with its 
 caption (realism accuracy: can the judge tell them apart?), named-class presence in the photo
 outputs, SDEdit at 0.5 / 0.6 / 0.7 and default GradOP+ on the scene's strokes with the photo
 caption (realism, blurred L2 to the strokes), and the wall time of one default GradOP+ image.
-Held-out scenes are world-2 (or --world 3) scenes with seeds from gradop.world.scene.HELDOUT_SEED (+ 20,000 here).
+Held-out scenes are world-3 (or --world 2) scenes with seeds from gradop.world.scene.HELDOUT_SEED (+ 20,000 here).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gradop.world import CLASSES, caption, render, render_masks, sample_scene, scene_classes, to_pil  # noqa: E402
+from gradop.world import CLASSES, DEFAULT_WORLD, caption, render, render_masks, sample_scene, scene_classes, to_pil  # noqa: E402
 from gradop.world.judge import load_judge  # noqa: E402
 from gradop.world.scene import HELDOUT_SEED  # noqa: E402
 
 OFFSET = 20_000
-WORLD = 2  # world v2 scenes by default (sample_scene's default is world 1, the shipped model's); --world 3
+WORLD = DEFAULT_WORLD  # the shipped model's world (3) unless --world 2
 DOMAINS = ("photo", "painting", "crayon", "strokes")
 
 
@@ -140,7 +140,8 @@ def main() -> None:
                     help="model: the generations' .npz (written if missing; existing ones, in scene order, are re-scored)")
     ap.add_argument("--first", type=int, default=0, help="model: the first held-out scene (for shards)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--world", type=int, choices=(2, 3), default=2, help="world of the held-out scenes (default 2)")
+    ap.add_argument("--world", type=int, choices=(2, 3), default=DEFAULT_WORLD,
+                    help=f"world of the held-out scenes (default {DEFAULT_WORLD}, the shipped model's)")
     args = ap.parse_args()
     global WORLD
     WORLD = args.world

@@ -47,12 +47,15 @@ def render_range(start: int, count: int, workers: int = 2, world: int = 1) -> di
 
 
 def main() -> None:
+    from gradop.world import DEFAULT_WORLD, WORLDS
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--count", type=int, default=16000)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--world", type=int, choices=(1, 2, 3), default=1,
-                    help="world version of the scenes: 1 (the shipped model's), 2 (boats, rocks, close-ups) or 3 (world 2 with a per-scene palette)")
+    ap.add_argument("--world", type=int, choices=WORLDS, default=DEFAULT_WORLD,
+                    help="world version of the scenes: 3 (the shipped model's, default: world 2 with a per-scene palette), "
+                         "2 (boats, rocks, close-ups, painted domains) or 1 (the original world, model v1)")
     ap.add_argument("--out", default="build/world/train.npz")
     ap.add_argument("--merge", nargs="+", default=[], help="concatenate these rendered shards into --out instead")
     args = ap.parse_args()

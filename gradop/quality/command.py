@@ -21,20 +21,21 @@ DEFAULT_OUT = Path("build/quality")
 def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     from gradop.models import DEFAULT_MODEL
     from gradop.quality.runner import DECODER_SETTINGS, GUIDED_SETTINGS, REGION_SETTINGS, REGION_STRENGTHS
+    from gradop.world import DEFAULT_WORLD, WORLDS
 
     guided = [s.label for s in GUIDED_SETTINGS]
     decoders = [s.label for s in DECODER_SETTINGS]
     region = [s.label for s in REGION_SETTINGS]
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model to measure (default {DEFAULT_MODEL})")
-    parser.add_argument("--judge", type=Path, help="judge folder (default: the demo model's judge)")
+    parser.add_argument("--judge", type=Path, help="judge folder (default: the shipped judge of --world-version)")
     parser.add_argument("--world", type=int, default=36, help="paintings by the world's stroke renderer (default 36)")
     parser.add_argument("--app", type=int, default=36, help="app-style paintings (default 36)")
     parser.add_argument("--ambiguous", type=int, default=32, help="colour-ambiguous app-style paintings (default 32)")
     parser.add_argument("--edit", type=int, default=12, help="held-out photos with a painted object to edit (default 12)")
-    parser.add_argument("--world-version", type=int, choices=(1, 2, 3), default=1,
-                        help="scenes of world 1 (the demo model's, default), world 2 (painting domains, boats, "
-                             "rocks; use a v2 judge, e.g. --judge pretrained_models/gradop-demo/judge2) or world 3 "
-                             "(world 2 with per-scene palettes that reach the painted colours; a v3 judge)")
+    parser.add_argument("--world-version", type=int, choices=WORLDS, default=DEFAULT_WORLD,
+                        help=f"scenes of world 3 (the demo model's, default {DEFAULT_WORLD}: painting domains, boats, "
+                             "rocks, per-scene palettes that reach the painted colours), world 2 (the same without "
+                             "the palettes) or world 1 (the original world, model v1)")
     parser.add_argument("--seeds", type=int, default=2, help="images per painting and setting (default 2)")
     parser.add_argument("--steps", type=int, default=25,
                         help="DDIM steps of every method (default 25, to fit 100+ paintings in 30 min on 2 CPU cores; "
@@ -101,7 +102,7 @@ def _run(args, guided, region, shard, shards, command) -> None:
     from gradop.pipeline import GradopPipeline
     from gradop.quality.runner import Context, run_shard
     from gradop.quality.scenes import benchmark_paintings
-    from gradop.world.judge import DEFAULT_JUDGE, load_judge
+    from gradop.world.judge import JUDGES, load_judge
 
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -109,7 +110,7 @@ def _run(args, guided, region, shard, shards, command) -> None:
                                     world_version=args.world_version)
     if not paintings:
         raise ValueError("no paintings to run: give --world, --app, --ambiguous or --edit > 0")
-    judge = load_judge(args.judge or DEFAULT_JUDGE)
+    judge = load_judge(args.judge or JUDGES[args.world_version])
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device)
     sheet = {p.name for kind in ("world", "app", "ambiguous", "edit")
              for p in [q for q in paintings if q.kind == kind][:args.sheet]}

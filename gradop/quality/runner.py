@@ -26,7 +26,7 @@ from gradop.quality.editing import EditingSection
 from gradop.quality.metrics import Judge, faithfulness, realism_signals, region_shares
 from gradop.quality.scenes import REFERENCE_SEED, Painting, _to_model_size, render_app_painting
 from gradop.regions import find_regions, spec_from_colors
-from gradop.world import render_photo, render_strokes, sample_scene, to_pil
+from gradop.world import DEFAULT_WORLD, render_photo, render_strokes, sample_scene, to_pil
 from gradop.world.scene import CLASS_ID
 
 
@@ -53,15 +53,14 @@ GUIDED_SETTINGS = (
     Setting("gradop+ s0.9", "gradop+", (("strength", 0.9),)),
     Setting("gradop+ median", "gradop+", (("painting", "median-palette"),)),
     Setting("gradop+ x0", "gradop+", (("guidance_latent", "x0"),)),  # METHOD.md's predicted-x0 variant
-    # The release's exact guidance path, against which the default decoder's parity is measured
-    # (decoder_parity), and the cheapest decoder.
-    Setting("gradop+ vae", "gradop+", (("guidance_decoder", "vae"),)),
+    # Cheaper guidance decoders, each measured against the default exact path (decoder_parity).
+    Setting("gradop+ vae-half", "gradop+", (("guidance_decoder", "vae-half"),)),
     Setting("gradop+ linear", "gradop+", (("guidance_decoder", "linear"),)),
     Setting("gradop", "gradop"),
 )
 # The other guidance decoders (issue 12), selectable with --settings for a parity run.
 DECODER_SETTINGS = tuple(Setting(f"gradop+ {d}", "gradop+", (("guidance_decoder", d),))
-                         for d in ("vae-half", "conv", "tiny"))
+                         for d in ("vae", "conv", "tiny"))
 # A generated reference that certainly keeps the painting's flat look: realism signals must
 # rank text2img above it (validation on generated images).
 PAINTING_LIKE_REFERENCE = Setting("sdedit 0.3 (reference)", "sdedit", (("strength", 0.3),))
@@ -86,7 +85,7 @@ class Context:
     guided_settings: tuple = GUIDED_SETTINGS
     region_settings: tuple = REGION_SETTINGS
     region_strengths: tuple = REGION_STRENGTHS
-    world_version: int = 1  # the world of the scenes (and reference photos): 1 = the demo model's, 2 = world v2
+    world_version: int = DEFAULT_WORLD  # the world of the scenes and reference photos (the demo model's)
     images_dir: Path | None = None  # where example outputs for the contact sheet go
     sheet_paintings: set = field(default_factory=set)  # names of paintings whose outputs are kept
     signals: dict = field(init=False)

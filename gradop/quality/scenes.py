@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from gradop.world import CLASSES, caption, render_photo, render_strokes, sample_scene, scene_classes, to_pil
+from gradop.world import CLASSES, DEFAULT_WORLD, caption, render_photo, render_strokes, sample_scene, scene_classes, to_pil
 from gradop.world.captions import phrases
 from gradop.world.scene import HELDOUT_SEED, layers
 
@@ -222,21 +222,21 @@ def _to_model_size(drawing: Image.Image, size: int) -> Image.Image:
     return drawing.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def world_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
+def world_painting(index: int, size: int = 64, world_version: int = DEFAULT_WORLD) -> Painting:
     scene = sample_scene(WORLD_SEED + index, world_version)
     strokes = to_pil(render_strokes(scene, size))
     return Painting(f"world-{index:03d}", "world", scene["seed"], caption(scene), strokes,
                     classes=sorted(scene_classes(scene)))
 
 
-def app_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
+def app_painting(index: int, size: int = 64, world_version: int = DEFAULT_WORLD) -> Painting:
     scene = sample_scene(APP_SEED + index, world_version)
     drawing = render_app_painting(scene)
     return Painting(f"app-{index:03d}", "app", scene["seed"], caption(scene), _to_model_size(drawing, size), drawing,
                     classes=sorted(scene_classes(scene)))
 
 
-def tuning_painting(index: int, world_version: int = 1, size: int = 64) -> tuple[dict, Image.Image]:
+def tuning_painting(index: int, world_version: int = DEFAULT_WORLD, size: int = 64) -> tuple[dict, Image.Image]:
     """(scene, strokes) of tuning scene `index`: drawn by the world's stroke renderer for even
     indices and by the app-style renderer for odd ones."""
     scene = sample_scene(TUNING_SEED + index, world_version)
@@ -245,7 +245,7 @@ def tuning_painting(index: int, world_version: int = 1, size: int = 64) -> tuple
     return scene, _to_model_size(render_app_painting(scene), size)
 
 
-def ambiguous_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
+def ambiguous_painting(index: int, size: int = 64, world_version: int = DEFAULT_WORLD) -> Painting:
     """Pair index % 4; the colour region has the geometry of the pair's first class for even
     index // 4 and of the second for odd, so each word is sometimes the 'natural' one."""
     colour, first, second, both = AMBIGUOUS_PAIRS[index % len(AMBIGUOUS_PAIRS)]
@@ -290,7 +290,7 @@ EDIT_OBJECTS = (
 )
 
 
-def edit_painting(index: int, size: int = 64, world_version: int = 1) -> Painting:
+def edit_painting(index: int, size: int = 64, world_version: int = DEFAULT_WORLD) -> Painting:
     """A held-out photo with one object blob painted on its ground (RGBA strokes over it)."""
     seed = EDIT_SEED + index
     scene = sample_scene(seed, world_version)
@@ -307,9 +307,9 @@ def edit_painting(index: int, size: int = 64, world_version: int = 1) -> Paintin
 
 
 def benchmark_paintings(world: int, app: int, ambiguous: int, edit: int = 0, size: int = 64,
-                        world_version: int = 1) -> list[Painting]:
+                        world_version: int = DEFAULT_WORLD) -> list[Painting]:
     """The benchmark's paintings in a fixed order that interleaves the kinds (so a shard, or a
-    run stopped early, still covers every kind); scenes of world 1 (the demo model's) or 2."""
+    run stopped early, still covers every kind); scenes of world `world_version` (default: the demo model's)."""
     make = (world_painting, app_painting, ambiguous_painting, edit_painting)
     kinds = [[f(i, size, world_version) for i in range(n)] for f, n in zip(make, (world, app, ambiguous, edit))]
     return [kind[i] for i in range(max(world, app, ambiguous, edit, 0)) for kind in kinds if i < len(kind)]

@@ -118,7 +118,10 @@ def decoder_parity(rows: list[dict], validation: dict) -> dict:
         setting = SETTINGS_BY_LABEL.get(label)
         if setting is None or setting.method != "gradop+" or set(setting.kwargs) - {"guidance_decoder"}:
             continue
-        decoders.setdefault(setting.kwargs.get("guidance_decoder", GradopPlusOptions().guidance_decoder), label)
+        if "guidance_decoder" in setting.kwargs:  # a label that names its decoder wins over the default's
+            decoders[setting.kwargs["guidance_decoder"]] = label
+        else:
+            decoders.setdefault(GradopPlusOptions().guidance_decoder, label)
     keys = ["blurred_l2"] + [f"realism_{s}" for s in SIGNALS if validation.get(s, {}).get("valid")]
     out = {}
     if "vae" not in decoders:

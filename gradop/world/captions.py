@@ -35,7 +35,7 @@ DOMAIN_PREFIXES = {
     "painting": ["a painting of", "a painting of", "a flat painting of", "a cartoon of", "a flat cartoon of"],
     "crayon": ["a crayon drawing of", "a crayon drawing of", "a drawing of", "a marker drawing of", "a child drawing of"],
 }
-# World 1's photo captions (the demo model's), kept as they were: world-1 scenes use these.
+# World 1's photo captions (model v1's), kept as they were: world-1 scenes use these.
 WORLD1_PHOTO_PREFIXES = ["a photo of", "a picture of", "a landscape with", "a view of", "", "a photo of"]
 
 # Every word the caption generator can emit plus a few that people commonly type; the demo

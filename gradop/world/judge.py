@@ -1,7 +1,7 @@
 """The judge: a small per-pixel class segmenter for world images and a realism scorer.
 
 Both are plain torch modules trained by train/train_judge.py on world renderings and shipped
-as pretrained_models/gradop-demo/judge/judge.safetensors. Inputs are (B, 3, H, W) float
+as pretrained_models/gradop-demo/judge*/judge.safetensors (one per world version, JUDGES). Inputs are (B, 3, H, W) float
 tensors in [0, 1] (any H, W divisible by 4; trained at 64x64).
 
 - Segmenter: pixel class logits over gradop.world.CLASSES (a judge trained before classes were
@@ -21,9 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gradop.world.scene import CLASSES, CLASS_ID
+from gradop.world.scene import CLASSES, CLASS_ID, DEFAULT_WORLD
 
-DEFAULT_JUDGE = Path(__file__).resolve().parents[2] / "pretrained_models" / "gradop-demo" / "judge"
+_SHIPPED = Path(__file__).resolve().parents[2] / "pretrained_models" / "gradop-demo"
+# The shipped judge of each world version (each validated on held-out renders of its world).
+JUDGES = {1: _SHIPPED / "judge", 2: _SHIPPED / "judge2", 3: _SHIPPED / "judge3"}
+DEFAULT_JUDGE = JUDGES[DEFAULT_WORLD]
 PRESENCE_PIXELS = 12  # a class counts as present when the segmenter gives it at least this many pixels (of 64x64)
 
 
@@ -114,7 +117,7 @@ class Judge(nn.Module):
 
 
 def load_judge(folder: str | Path = DEFAULT_JUDGE) -> Judge:
-    """The shipped judge (eval mode, CPU)."""
+    """A judge (default: the shipped judge of the demo model's world), eval mode, CPU."""
     from safetensors.torch import load_file
 
     folder = Path(folder)

@@ -5,8 +5,9 @@ colours), drawn from one numpy Generator. `layers(scene, size)` turns it into th
 of (class id, coverage mask, extra) that the photo, strokes and mask renderers all paint from,
 so the three views of a scene always agree.
 
-World versions: world 1 (the default) is the world the shipped demo model, the judge and every
-published benchmark were made on; `sample_scene(seed)` gives exactly its scenes. World 2
+World versions: world 3 (the default, DEFAULT_WORLD) is the world the shipped demo model (v3)
+and its judge (judge3) were trained on and the published benchmarks measure. World 1 is the
+original world (model v1, judge v1; `sample_scene(seed, world=1)` gives exactly its scenes). World 2
 (`sample_scene(seed, world=2)`) adds boats, rocks, close-ups and a bigger sun, moon, mountains,
 trees and houses. World 3 is world 2 (the same scene for the same seed) plus a per-scene palette:
 each class's colour in every rendered domain is pulled a random fraction of the way to the colour
@@ -33,7 +34,7 @@ GROUNDS = ("grass", "sand", "snow")
 SKIES = ("day", "sunset", "night")
 WATERS = ("lake", "river", "sea")
 WORLDS = (1, 2, 3)
-DEFAULT_WORLD = 1
+DEFAULT_WORLD = 3  # the shipped demo model's world (and the default judge's)
 # Sizes that world 2 made bigger (the same draws, wider ranges): world -> name -> (low, high).
 _SIZES = {
     1: {"moon_r": (0.05, 0.08), "sun_r": (0.05, 0.085), "mountain_h": (0.14, 0.3), "mountain_w": (0.18, 0.4),
@@ -63,9 +64,9 @@ def scene_world(scene: dict) -> int:
 
 
 def sample_scene(seed: int, world: int = DEFAULT_WORLD) -> dict:
-    """A random landscape description of world `world` (1 or 2); every draw comes from `seed`."""
+    """A random landscape description of world `world` (1, 2 or 3); every draw comes from `seed`."""
     if world not in WORLDS:
-        raise ValueError(f"unknown world version {world!r}; use world=1 (the default, the demo model's), 2 or 3")
+        raise ValueError(f"unknown world version {world!r}; use world=1, 2 or 3 (the default, the demo model's)")
     size = _SIZES[world]
     rng = np.random.default_rng(seed)
     s: dict = {"seed": int(seed)}
