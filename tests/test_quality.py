@@ -292,16 +292,15 @@ def test_world_v2_paintings_draw_its_new_classes_and_the_demo_models_world_is_th
     assert (drawn != hidden).any(axis=-1).mean() > 0.001  # boats and rocks are painted, not left as canvas
 
 
-def test_bench_quality_on_world_v2_with_the_v2_judge(tmp_path):
+def test_bench_quality_on_world_v2_picks_the_v2_judge(tmp_path):
     from gradop.world.judge import JUDGES
 
     out = tmp_path / "v2"
-    judge = JUDGES[2]
-    assert main(["bench", "quality", "--world-version", "2", "--judge", str(judge), "--world", "1", "--app", "0",
+    assert main(["bench", "quality", "--world-version", "2", "--world", "1", "--app", "0",
                  "--ambiguous", "0", "--edit", "0", "--steps", "2", "--seeds", "1", "--settings", "text2img",
                  "--references", "1", "--out", str(out)]) == 0
     config = json.loads((out / "config_0.json").read_text())
-    assert config["world_version"] == 2
+    assert config["world_version"] == 2 and Path(config["judge"]).resolve() == JUDGES[2].resolve()
     rows = [json.loads(line) for line in (out / "rows_0.jsonl").read_text().splitlines()]
     assert {r["section"] for r in rows} == {"reference", "guided"}
 

@@ -110,15 +110,16 @@ def _run(args, guided, region, shard, shards, command) -> None:
                                     world_version=args.world_version)
     if not paintings:
         raise ValueError("no paintings to run: give --world, --app, --ambiguous or --edit > 0")
-    judge = load_judge(args.judge or JUDGES[args.world_version])
+    judge_folder = args.judge or JUDGES[args.world_version]
+    judge = load_judge(judge_folder)
     pipe = GradopPipeline.from_pretrained(args.model, device=args.device)
     sheet = {p.name for kind in ("world", "app", "ambiguous", "edit")
              for p in [q for q in paintings if q.kind == kind][:args.sheet]}
     ctx = Context(pipe, judge, seeds=args.seeds, steps=args.steps, guided_settings=guided, region_settings=region,
                   region_strengths=tuple(args.region_strengths), images_dir=args.out / "images", sheet_paintings=sheet,
                   world_version=args.world_version)
-    config = {"command": command, "model": args.model, "world": args.world, "app": args.app, "ambiguous": args.ambiguous,
-              "edit": args.edit, "world_version": args.world_version, "seeds": args.seeds, "steps": args.steps, "settings": args.settings,
+    config = {"command": command, "model": args.model, "judge": os.path.relpath(judge_folder), "world": args.world, "app": args.app,
+              "ambiguous": args.ambiguous, "edit": args.edit, "world_version": args.world_version, "seeds": args.seeds, "steps": args.steps, "settings": args.settings,
               "region_settings": args.region_settings,
               "region_strengths": args.region_strengths, "references": args.references, "shard": args.shard,
               "threads": args.threads, "started": started}

@@ -20,7 +20,10 @@ SHEET_COLUMNS = ("text2img", "sdedit_0.5", "sdedit_0.7", "sdedit_0.9", "gradop+"
 
 
 def markdown(summary: dict) -> str:
-    lines = [f"# Quality benchmark\n", f"Command: `{summary['config'].get('command', '')}`\n",
+    config = summary["config"]
+    lines = [f"# Quality benchmark\n", f"Command: `{config.get('command', '')}`\n",
+             *([f"Model: `{config['model']}`; world {config.get('world_version', 1)}; judge `{config['judge']}`.\n"]
+               if "judge" in config else []),
              "Paintings: " + ", ".join(f"{n} {kind}" for kind, n in summary["paintings"].items())
              + f"; {summary['config'].get('seeds', '?')} seeds each; {summary['config'].get('steps', '?')} steps."
              " Means with 95% bootstrap CIs over paintings.\n",
