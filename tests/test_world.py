@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from gradop.world import (CLASSES, CLASS_ID, DEFAULT_WORLD, DOMAINS, OPTIONAL_CLASSES, VOCABULARY, caption, caption_classes, render,
-                          render_masks, render_photo, render_strokes, sample_scene, scene_classes)
+from gradop.world import (CLASSES, CLASS_ID, DEFAULT_WORLD, DOMAINS, OPTIONAL_CLASSES, VOCABULARY, caption,
+                          caption_classes, render, render_masks, render_photo, render_strokes, sample_scene,
+                          scene_classes)
 from gradop.world.scene import HELDOUT_SEED
 
 SEEDS = range(12)

@@ -118,9 +118,10 @@ def _run(args, guided, region, shard, shards, command) -> None:
     ctx = Context(pipe, judge, seeds=args.seeds, steps=args.steps, guided_settings=guided, region_settings=region,
                   region_strengths=tuple(args.region_strengths), images_dir=args.out / "images", sheet_paintings=sheet,
                   world_version=args.world_version)
-    config = {"command": command, "model": args.model, "judge": os.path.relpath(judge_folder), "world": args.world, "app": args.app,
-              "ambiguous": args.ambiguous, "edit": args.edit, "world_version": args.world_version, "seeds": args.seeds, "steps": args.steps, "settings": args.settings,
-              "region_settings": args.region_settings,
+    config = {"command": command, "model": args.model, "judge": os.path.relpath(judge_folder),
+              "world": args.world, "app": args.app, "ambiguous": args.ambiguous, "edit": args.edit,
+              "world_version": args.world_version, "seeds": args.seeds, "steps": args.steps,
+              "settings": args.settings, "region_settings": args.region_settings,
               "region_strengths": args.region_strengths, "references": args.references, "shard": args.shard,
               "threads": args.threads, "started": started}
     args.out.mkdir(parents=True, exist_ok=True)
