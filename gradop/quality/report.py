@@ -25,14 +25,14 @@ def markdown(summary: dict) -> str:
              *([f"Model: `{config['model']}`; world {config.get('world_version', 1)}; judge `{config['judge']}`.\n"]
                if "judge" in config else []),
              "Paintings: " + ", ".join(f"{n} {kind}" for kind, n in summary["paintings"].items())
-             + f"; {summary['config'].get('seeds', '?')} seeds each; {summary['config'].get('steps', '?')} steps."
+             + f"; {config.get('seeds', '?')} seeds each; {config.get('steps', '?')} steps."
              " Means with 95% bootstrap CIs over paintings.\n",
-             (f"Wall time: {summary['config']['wall_minutes']} min"
-              + ("" if summary['config'].get("complete", True) else " (stopped before every painting was done: "
-                 + "; ".join(s.get("note") or "" for s in summary["config"].get("shards", [])[:1]) + ")")
-              + (f"; load average at the end {load}" if (load := summary['config'].get('shards', [{}])[0].get('load_average')) else "")
+             (f"Wall time: {config['wall_minutes']} min"
+              + ("" if config.get("complete", True) else " (stopped before every painting was done: "
+                 + "; ".join(s.get("note") or "" for s in config.get("shards", [])[:1]) + ")")
+              + (f"; load average at the end {load}" if (load := config.get('shards', [{}])[0].get('load_average')) else "")
               + ".\n"
-              if "wall_minutes" in summary["config"] else ""),
+              if "wall_minutes" in config else ""),
              "## Realism signals: validation (AUC on known answers)\n",
              f"A signal is used for verdicts only if every known-answer AUC is >= {VALID_AUC}.\n",
              "| signal | photo vs world strokes | photo vs app paintings | text2img vs SDEdit 0.3 | text2img vs SDEdit 0.5 (info) | valid |",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradop.world.render import SUPERSAMPLE, _c, _jitter, pull_palette, render_photo, render_strokes, stroke_colour
-from gradop.world.scene import CLASSES, layers, value_noise
+from gradop.world.scene import CLASSES, layer_owner, layers, value_noise
 
 # Domains a caption can name (the model learns all three; "photo" is the target).
 DOMAINS = ("photo", "painting", "crayon")
@@ -117,9 +117,7 @@ def render_crayon(scene: dict, size: int = 64) -> np.ndarray:
     rng = np.random.default_rng(scene["style"] + 13)
     yy, xx = _grid(big)
     lays = layers(scene, big)
-    owner = np.zeros((big, big), np.int32)
-    for i, (_, mask, _) in enumerate(lays):
-        owner[mask] = i
+    owner = layer_owner(lays, big)
     amp = rng.uniform(1.0, 3.5)  # a shaky hand, in 2x pixels
     py, px = np.mgrid[0:big, 0:big]
     sy = np.clip(np.round(py + value_noise(rng, big, 6) * amp), 0, big - 1).astype(int)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from gradop.world.scene import CLASS_ID, CLASSES, HOUSE_COLOURS, label_map, layers, value_noise
+from gradop.world.scene import CLASS_ID, CLASSES, HOUSE_COLOURS, label_map, layer_owner, layers, value_noise
 
 SUPERSAMPLE = 2
 
@@ -207,10 +207,8 @@ def pull_palette(scene: dict, image: np.ndarray) -> np.ndarray:
         return image
     size = image.shape[0]
     out = image.copy()
-    owner = np.full((size, size), -1, np.int32)
     lays = layers(scene, size)
-    for i, (_, mask, _) in enumerate(lays):
-        owner[mask] = i
+    owner = layer_owner(lays, size)
     for i, (c, _, extra) in enumerate(lays):
         region = owner == i
         if region.any():
@@ -225,10 +223,7 @@ def render_strokes(scene: dict, size: int = 64) -> np.ndarray:
     rng = np.random.default_rng(scene["style"] + 7)
     lays = layers(scene, size)
     labels = label_map(scene, size, lays)
-    # Which layer (for per-object colours, e.g. houses) covers each pixel.
-    owner = np.zeros((size, size), np.int32)
-    for i, (_, mask, _) in enumerate(lays):
-        owner[mask] = i
+    owner = layer_owner(lays, size)  # per object, for per-object colours (e.g. houses)
     colours = np.stack([stroke_colour(CLASSES[c], scene, rng, e) for c, _, e in lays])
     # Wobble: sample through a smooth random displacement field (shaky hand).
     amp = rng.uniform(0.6, 2.2)

@@ -330,6 +330,15 @@ def layers(scene: dict, size: int) -> list[tuple[int, np.ndarray, dict]]:
     return out
 
 
+def layer_owner(layer_list, size: int) -> np.ndarray:
+    """Per-pixel index into layer_list (int32, (size, size)): the last layer that covers each pixel
+    (per object, where label_map gives per class: e.g. two houses of different colours)."""
+    owner = np.zeros((size, size), np.int32)
+    for i, (_, mask, _) in enumerate(layer_list):
+        owner[mask] = i
+    return owner
+
+
 def label_map(scene: dict, size: int, layer_list=None) -> np.ndarray:
     """Per-pixel class ids (uint8, (size, size)): the last layer that covers each pixel."""
     labels = np.zeros((size, size), np.uint8)
