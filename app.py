@@ -369,8 +369,11 @@ def collect_finished_job() -> None:
         s.notice = ("info" if job.status == "cancelled" else "error", job.message)
 
 
-PROGRESS_POLL_S = 1.0  # each poll re-renders the panel in the browser, which shares the CPU on a laptop
-FINISH_WAIT_S = 0.8  # a poll waits this long for the job to end, so "Done" shows without a poll's delay
+# Each poll re-renders the panel in the browser, which shares the CPU on a laptop. A poll returns at
+# once: while a script run lasts the browser animates its running state, and waiting up to 0.8 s per
+# poll for the job's end (to show "Done" sooner) made Compare all slower: median 14.6 s against
+# 12.1 s, Chromium 4.5-7.5 s against 3.4-4.7 s of CPU (bench/bench_app.py --quick, 5 alternating pairs).
+PROGRESS_POLL_S = 1.0
 
 
 @st.fragment(run_every=PROGRESS_POLL_S)
@@ -378,7 +381,7 @@ def progress_panel() -> None:
     job = st.session_state.job
     if job is None:
         return
-    if job.wait(timeout=FINISH_WAIT_S):  # idle wait on the job's event: no CPU taken from the generation
+    if job.finished:
         st.rerun()
     st.progress(job.fraction, text=job.describe())
     job.request_preview()  # the next poll shows a fresh one; none is decoded between polls

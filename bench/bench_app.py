@@ -132,7 +132,7 @@ def time_app(url: str, workdir: Path, timeout_s: float, server_pid: int,
              screenshot: Path | None = None) -> tuple[float, float | None, list[dict], Path]:
     """Seconds from the Generate click to "Done", the server's CPU seconds in that time, the four
     PNGs' parameters, and the strokes drawn; `screenshot`: where to save the finished page."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     from gradop.metadata import read_params
 

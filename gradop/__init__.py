@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
-from gradop.pipeline import METHODS, GenerationCancelled, GenerationResult, GradopPipeline, Progress  # noqa: E402
+from gradop.pipeline import METHODS, GradopPipeline  # noqa: E402
+from gradop.results import GenerationCancelled, GenerationResult, Progress  # noqa: E402
 
 __all__ = ["GradopPipeline", "GenerationResult", "GenerationCancelled", "Progress", "METHODS", "__version__"]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gradop.grid import labelled_grid
-from gradop.regions import TokenMask
+from gradop.region_words import TokenMask
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -136,8 +136,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
 
 def parse_region_flags(flags: list[str], spec_path: Path | None) -> dict:
     """--region "#hex=word" flags and a --regions JSON file -> {colour: word or {word, occurrence}}.
-    The file is read by gradop.regions.read_spec_file, the one spec parser; flags win over it."""
-    from gradop.regions import parse_color, read_spec_file
+    The file is read by gradop.region_words.read_spec_file, the one spec parser; flags win over it."""
+    from gradop.region_words import read_spec_file
+    from gradop.regions import parse_color
 
     assignments: dict = dict(read_spec_file(spec_path)) if spec_path is not None else {}
     for flag in flags:
@@ -218,7 +219,7 @@ def plan_generation(args) -> Plan:
 def check_region_words(assignments: dict, strokes, prompt: str, append_missing: bool) -> None:
     """Every colour names a painted region and every word is in the prompt (no model needed)."""
     from gradop.images import to_rgb
-    from gradop.regions import spec_from_colors, word_occurrences, word_span
+    from gradop.region_words import spec_from_colors, word_occurrences, word_span
 
     if strokes is None:
         raise ValueError("--region and --regions need --strokes: their colours are found in the stroke painting")
@@ -384,7 +385,7 @@ def record_unexpected(error: BaseException, argv: list[str] | None) -> Path:
 def explain(error: Exception, argv: list[str] | None) -> tuple[int, str]:
     """(exit code, one line) for a failure: 2 for what the user can fix, 1 for the rest."""
     from gradop.jobs import is_out_of_memory
-    from gradop.regions import MissingWordError
+    from gradop.region_words import MissingWordError
 
     if isinstance(error, MissingWordError):
         return 2, f"error: {error.advice('--append-missing-words')}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 MAX_PIXELS = 4096 * 4096  # refuse decompression bombs long before PIL's own warning level
 # Modes PIL converts to RGB without losing meaning; 16-bit and float modes are refused

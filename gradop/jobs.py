@@ -19,7 +19,7 @@ from PIL import Image
 from gradop.guidance import guidance_window
 from gradop.metadata import png_bytes
 from gradop.options import METHOD_OPTIONS, SamplingOptions
-from gradop.pipeline import GenerationCancelled, Progress
+from gradop.results import GenerationCancelled, Progress
 
 log = logging.getLogger(__name__)
 # A job whose browser session has been gone this long is cancelled (a reload or a closed tab);

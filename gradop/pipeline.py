@@ -13,9 +13,7 @@ import contextlib
 import hashlib
 import secrets
 import threading
-import warnings
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -27,75 +25,17 @@ from gradop.attention import AttentionRecorder, attention_grid, region_control
 from gradop.decoders import GuidanceDecoders, resize_target
 from gradop.editing import EditOptions, LatentBlend, encode_image, fit_size, prepare_edit
 from gradop.images import load_image, pil_to_tensor, to_rgb
-from gradop.metadata import save_png
 from gradop.models import ddim_scheduler, load_components
 from gradop.optimize import optimize_latents
 from gradop.guidance import GradopPlusCallback, guidance_window
 from gradop.options import METHODS, normalise_seed, parse_options, validate_options
 from gradop.painting import make_painting_fn
 from gradop.precision import GuidanceDecode, vae_decode
-from gradop.regions import resolve_spec, spec_from_colors
+from gradop.region_words import resolve_spec, spec_from_colors
+from gradop.results import GenerationCancelled, GenerationResult, Progress, ProgressCounter, seed_of
 from gradop.sharing import SharedPasses, skipping
 
 __all__ = ["GradopPipeline", "GenerationResult", "GenerationCancelled", "Progress", "METHODS", "validate_options"]
-
-
-class GenerationCancelled(Exception):
-    """Raised by a progress callback to stop a generation (e.g. the app's Cancel button)."""
-
-
-@dataclass
-class Progress:
-    """What a progress callback receives after each unit of work."""
-
-    phase: str  # "sampling", "optimising" or "denoising"
-    step: int  # 1-based, counts across all phases of the call
-    total: int
-    latents: torch.Tensor | None = None  # current scaled latents, when the phase has them
-
-
-@dataclass
-class GenerationResult:
-    images: list[Image.Image]
-    params: dict
-    losses: list[float] = field(default_factory=list)  # painting loss per optimisation step
-    attention_maps: Image.Image | None = None  # per-token cross-attention grid, when asked for
-
-    def image_params(self, index: int) -> dict:
-        return {**self.params, "image_index": index}
-
-    def save(self, path: str | Path) -> list[Path]:
-        """Save as PNGs with parameters; several images get _0, _1, ... suffixes."""
-        path = Path(path)
-        if len(self.images) == 1:
-            return [save_png(self.images[0], path, self.image_params(0))]
-        return [
-            save_png(image, path.with_name(f"{path.stem}_{i}{path.suffix or '.png'}"), self.image_params(i))
-            for i, image in enumerate(self.images)
-        ]
-
-
-def seed_of(generator: torch.Generator) -> int | None:
-    """The seed that reproduces a caller's generator, for the PNG: its initial seed while it is
-    still unused; None (with a warning) once it has been drawn from."""
-    seed = generator.initial_seed()
-    if torch.equal(generator.get_state(), torch.Generator(generator.device).manual_seed(seed).get_state()):
-        return seed
-    warnings.warn("the generator passed in was already used, so no seed reproduces this call; the PNG records "
-                  "seed null (pass seed= or a freshly seeded generator)", stacklevel=3)
-    return None
-
-
-class _Counter:
-    """Turns diffusers' per-step callback and the optimiser's steps into one progress stream."""
-
-    def __init__(self, total: int, callback: Callable[[Progress], None] | None):
-        self.total, self.callback, self.step = total, callback, 0
-
-    def advance(self, phase: str, latents: torch.Tensor | None = None) -> None:
-        self.step += 1
-        if self.callback is not None:
-            self.callback(Progress(phase, self.step, self.total, latents))
 
 
 class GradopPipeline:
@@ -325,7 +265,7 @@ class GradopPipeline:
         from diffusers import StableDiffusionPipeline
 
         steps = call["num_inference_steps"]
-        counter = counter or _Counter(steps, callback)
+        counter = counter or ProgressCounter(steps, callback)
 
         def on_step(pipe, i, t, tensors):
             if trajectory is not None:
@@ -360,7 +300,7 @@ class GradopPipeline:
         from diffusers import StableDiffusionImg2ImgPipeline
 
         steps = call["num_inference_steps"]
-        counter = counter or _Counter(min(int(steps * strength), steps), callback)
+        counter = counter or ProgressCounter(min(int(steps * strength), steps), callback)
 
         def on_step(pipe, i, t, tensors):
             if blend is not None:
@@ -381,7 +321,7 @@ class GradopPipeline:
         # From pure noise (the release), or from `start_image` noised to the window's first step
         # (img2img; `offset` is its first step, strength chosen so that int(steps * s) is exact).
         offset = window.start if start_image is not None else 0
-        counter = _Counter(steps - offset + len(window) * opts.grad_steps, callback)
+        counter = ProgressCounter(steps - offset + len(window) * opts.grad_steps, callback)
         guidance = GradopPlusCallback(decode, target, paint, call["generator"], opts, steps,
                                       on_sample=lambda latents: counter.advance("sampling", latents),
                                       on_optimise=lambda: counter.advance("optimising"))
@@ -428,7 +368,7 @@ class GradopPipeline:
 
     def _gradop(self, call, height, width, decode, target, paint, opts, callback, trajectory=None, blend=None):
         steps = call["num_inference_steps"]
-        counter = _Counter(steps + opts.opt_steps + min(int(steps * opts.strength), steps), callback)
+        counter = ProgressCounter(steps + opts.opt_steps + min(int(steps * opts.strength), steps), callback)
         sample = self._text2img(call, height, width, None, output_type="latent", counter=counter,
                                 trajectory=trajectory, blend=blend)
         optimized, losses = optimize_latents(

@@ -230,7 +230,7 @@ def prompt_words(prompt: str) -> list[str]:
 
 def missing_words(prompt: str, words) -> list[str]:
     """The region words that do not occur in the prompt (whole words, any case)."""
-    from gradop.regions import word_occurrences
+    from gradop.region_words import word_occurrences
 
     missing = []
     for word in words:
@@ -261,7 +261,7 @@ def detect_regions(strokes: Image.Image | None) -> list:
 
 def region_spec(regions: list, assignments: dict[str, str]) -> list:
     """RegionWords for the regions the user gave a word ({region hex: word}; blanks skipped)."""
-    from gradop.regions import RegionWord
+    from gradop.region_words import RegionWord
 
     return [RegionWord(r.mask, assignments[r.hex].strip()) for r in regions
             if (assignments.get(r.hex) or "").strip()]

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from gradop.metadata import read_params
 from gradop.pipeline import GenerationResult, GradopPipeline
-from gradop.regions import RegionWord
+from gradop.region_words import RegionWord
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 CANVAS = "canvas-0"  # the canvas widget's key until something remounts it

@@ -12,7 +12,7 @@ from gradop.attention import (
     AttentionRecorder, RegionAttnProcessor, attention_grid, layer_shape, region_control, region_weights, sigma_at,
     token_share,
 )
-from gradop.regions import RegionWord, TokenMask, resolve_spec
+from gradop.region_words import RegionWord, TokenMask, resolve_spec
 from gradop.tiny import tiny_components
 
 PROMPT = "a photo of a lake beside a hut"

@@ -17,7 +17,7 @@ from gradop.cli import main
 from gradop.images import load_image
 from gradop.metadata import read_params
 from gradop.pipeline import GradopPipeline
-from gradop.regions import load_spec_json, read_spec_file
+from gradop.region_words import load_spec_json, read_spec_file
 
 
 @pytest.fixture

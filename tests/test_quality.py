@@ -15,9 +15,10 @@ from PIL import Image
 
 from gradop.cli import main
 from gradop.quality.metrics import auc, bootstrap_ci, faithfulness, paired, region_shares, texture_share
-from gradop.quality.scenes import (AMBIGUOUS_PAIRS, APP_PALETTE, ambiguous_painting, app_painting, benchmark_paintings,
-                                   world_painting)
-from gradop.regions import find_regions, nearest_region, word_occurrences
+from gradop.quality.scenes import (AMBIGUOUS_PAIRS, AMBIGUOUS_SEED, AMBIGUOUS_TUNING_SEED, APP_PALETTE,
+                                   ambiguous_painting, app_painting, benchmark_paintings, world_painting)
+from gradop.region_words import word_occurrences
+from gradop.regions import find_regions, nearest_region
 from gradop.images import pil_to_tensor
 from gradop.quality.runner import SCENE_PHOTO_LABEL
 from gradop.world import render_photo, sample_scene
@@ -42,9 +43,12 @@ def test_app_paintings_use_only_palette_colours_and_canvas():
     assert painting.image.size == (64, 64) and painting.seed >= HELDOUT_SEED
 
 
+@pytest.mark.parametrize("seed_base", [AMBIGUOUS_SEED, AMBIGUOUS_TUNING_SEED], ids=["benchmark", "tuning"])
 @pytest.mark.parametrize("index", range(len(AMBIGUOUS_PAIRS) * 2))
-def test_ambiguous_paintings_have_the_colour_region_and_name_both_words(index):
-    painting = ambiguous_painting(index)
+def test_ambiguous_paintings_have_the_colour_region_and_name_both_words(index, seed_base):
+    painting = ambiguous_painting(index, seed_base=seed_base)
+    # Each painting comes from its own block of 1000 seeds of its range (tuning never meets the benchmark).
+    assert seed_base + 1000 * index <= painting.seed < seed_base + 1000 * (index + 1)
     (first, first_word), (second, second_word) = painting.meanings
     assert word_occurrences(painting.caption, first_word) == 1 and word_occurrences(painting.caption, second_word) == 1
     region = nearest_region(find_regions(painting.image), painting.colour)

@@ -20,11 +20,11 @@ DEFAULT_OUT = Path("build/quality")
 
 def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     from gradop.models import DEFAULT_MODEL
-    from gradop.quality.runner import DECODER_SETTINGS, GUIDED_SETTINGS, REGION_SETTINGS, REGION_STRENGTHS
+    from gradop.quality.runner import EXTRA_SETTINGS, GUIDED_SETTINGS, REGION_SETTINGS, REGION_STRENGTHS
     from gradop.world import DEFAULT_WORLD, WORLDS
 
     guided = [s.label for s in GUIDED_SETTINGS]
-    decoders = [s.label for s in DECODER_SETTINGS]
+    extra = [s.label for s in EXTRA_SETTINGS]
     region = [s.label for s in REGION_SETTINGS]
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model to measure (default {DEFAULT_MODEL})")
     parser.add_argument("--judge", type=Path, help="judge folder (default: the shipped judge of --world-version)")
@@ -41,7 +41,7 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DDIM steps of every method (default 25, to fit 100+ paintings in 30 min on 2 CPU cores; "
                              "the pipeline's default is 50)")
     parser.add_argument("--settings", nargs="+", default=guided, metavar="LABEL",
-                        help=f"guided settings to run (default: {', '.join(guided)}; also: {', '.join(decoders)})")
+                        help=f"guided settings to run (default: {', '.join(guided)}; also: {', '.join(extra)})")
     parser.add_argument("--region-settings", nargs="*", default=region, metavar="LABEL",
                         help=f"settings run with region control (default: {', '.join(region)})")
     parser.add_argument("--region-strengths", nargs="+", type=float, default=list(REGION_STRENGTHS), metavar="W",
@@ -76,9 +76,9 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def run_quality(args) -> int:
-    from gradop.quality.runner import DECODER_SETTINGS, GUIDED_SETTINGS, REGION_SETTINGS
+    from gradop.quality.runner import EXTRA_SETTINGS, GUIDED_SETTINGS, REGION_SETTINGS
 
-    guided = _settings(args.settings, GUIDED_SETTINGS + DECODER_SETTINGS, "setting")
+    guided = _settings(args.settings, GUIDED_SETTINGS + EXTRA_SETTINGS, "setting")
     region = _settings(args.region_settings, REGION_SETTINGS, "region setting")
     shard, shards = _shard(args.shard)
     for name in ("world", "app", "ambiguous", "edit", "references", "sheet"):

@@ -25,7 +25,7 @@ from gradop.editing import prepare_edit
 from gradop.images import pil_to_tensor
 from gradop.quality.metrics import bootstrap_ci
 from gradop.quality.metrics import format_ci as _ci
-from gradop.regions import word_occurrences
+from gradop.region_words import word_occurrences
 from gradop.world.scene import CLASS_ID
 
 SHARE_TARGET = 0.6  # issue 14: the judge finds the word's class on at least this share of the blob

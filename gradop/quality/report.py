@@ -21,7 +21,7 @@ SHEET_COLUMNS = ("text2img", "sdedit_0.5", "sdedit_0.7", "sdedit_0.9", "gradop+"
 
 def markdown(summary: dict) -> str:
     config = summary["config"]
-    lines = [f"# Quality benchmark\n", f"Command: `{config.get('command', '')}`\n",
+    lines = ["# Quality benchmark\n", f"Command: `{config.get('command', '')}`\n",
              *([f"Model: `{config['model']}`; world {config.get('world_version', 1)}; judge `{config['judge']}`.\n"]
                if "judge" in config else []),
              "Paintings: " + ", ".join(f"{n} {kind}" for kind, n in summary["paintings"].items())

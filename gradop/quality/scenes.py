@@ -36,6 +36,8 @@ DRAW_SIZE = 256  # app paintings are drawn at the app's smallest canvas size, th
 # Tuning scenes (bench/eval_guidance_quality.py, train/lab_oracle.py): apart from training and
 # from every range above, so a choice tuned on them is confirmed on held-out paintings.
 TUNING_SEED = HELDOUT_SEED + 500_000
+# Colour-ambiguous tuning paintings (bench/eval_region_words.py), 1000 seeds apart like the benchmark's.
+AMBIGUOUS_TUNING_SEED = 7_100_000
 
 # The app's palette (app.py PALETTE; tests/test_quality.py checks that the two agree).
 APP_PALETTE = {"#8fc9f0": "sky", "#2f6fd0": "water", "#4caf50": "grass", "#1e5a2a": "trees",
@@ -245,12 +247,14 @@ def tuning_painting(index: int, world_version: int = DEFAULT_WORLD, size: int = 
     return scene, _to_model_size(render_app_painting(scene), size)
 
 
-def ambiguous_painting(index: int, size: int = 64, world_version: int = DEFAULT_WORLD) -> Painting:
+def ambiguous_painting(index: int, size: int = 64, world_version: int = DEFAULT_WORLD, *,
+                       seed_base: int = AMBIGUOUS_SEED) -> Painting:
     """Pair index % 4; the colour region has the geometry of the pair's first class for even
-    index // 4 and of the second for odd, so each word is sometimes the 'natural' one."""
+    index // 4 and of the second for odd, so each word is sometimes the 'natural' one.
+    seed_base: AMBIGUOUS_SEED (held out for the benchmark) or AMBIGUOUS_TUNING_SEED (tuning)."""
     colour, first, second, both = AMBIGUOUS_PAIRS[index % len(AMBIGUOUS_PAIRS)]
     source, other = (first, second) if (index // len(AMBIGUOUS_PAIRS)) % 2 == 0 else (second, first)
-    seed = AMBIGUOUS_SEED + 1000 * index
+    seed = seed_base + 1000 * index
     while True:  # the first scene in this painting's own seed block whose painting has the region
         scene = sample_scene(seed, world_version)
         if source[0] in scene_classes(scene) and (source[0] != "sky" or scene["sky"] == "day"):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradop.world.render import SUPERSAMPLE, _c, _jitter, pull_palette, render_photo, render_strokes, stroke_colour
+from gradop.world.render import SUPERSAMPLE, _c, pull_palette, render_photo, render_strokes, stroke_colour
 from gradop.world.scene import CLASSES, layer_owner, layers, value_noise
 
 # Domains a caption can name (the model learns all three; "photo" is the target).

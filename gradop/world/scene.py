@@ -171,7 +171,7 @@ def _boat_in_water(s: dict, rng: np.random.Generator, scale: tuple[float, float]
 
 
 def _add_closeup(s: dict, rng: np.random.Generator) -> None:
-    kind, hz = s["closeup"], s["horizon"]
+    kind = s["closeup"]
     big = float(rng.uniform(2.0, 3.0))
     x = float(rng.uniform(0.3, 0.7))
     if kind == "boat":
