@@ -38,6 +38,8 @@ from gradop import jobs, serving
 from gradop.editing import painted_area
 from gradop.images import is_blank, load_image, to_rgb
 from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
+from gradop.decoders import GUIDANCE_DECODERS
+from gradop.guidance import GUIDANCE_LATENTS
 from gradop.painting import PAINTING_FUNCTIONS
 
 log = logging.getLogger("gradop.app")
@@ -59,16 +61,18 @@ _KNOBS = {**SamplingOptions.defaults(), **GradopOptions.defaults(), **GradopPlus
 DEFAULTS = dict(
     prompt="", negative_prompt="", style=None, method="gradop+", seed=0, random_seed=True,
     **{k: _KNOBS[k] for k in ("steps", "guidance_scale", "strength", "iterations", "grad_steps", "opt_steps",
-                              "painting", "region_strength", "num_images")}, brush_color="#2f6fd0",
+                              "lr", "guidance_decoder", "guidance_latent", "painting", "region_strength",
+                              "num_images")}, brush_color="#2f6fd0",
     brush_size=24, tool="freedraw", canvas_size=512, background="blank", edit_mode=True,
 )
 SETTINGS = [k for k in DEFAULTS if k not in ("brush_color", "brush_size", "tool", "background")]
 # What each widget accepts: a value from outside (a tampered message, an old history entry) is
 # replaced by the default before any widget or callback sees it.
 CHOICES = dict(canvas_size=CANVAS_SIZES, method=tuple(METHOD_LABELS), background=tuple(BACKGROUNDS),
-               tool=(*TOOLS, None), painting=tuple(PAINTING_FUNCTIONS), style=(*serving.STYLE_PRESETS, None))
+               tool=(*TOOLS, None), painting=tuple(PAINTING_FUNCTIONS), style=(*serving.STYLE_PRESETS, None),
+               guidance_decoder=tuple(GUIDANCE_DECODERS), guidance_latent=tuple(GUIDANCE_LATENTS))
 RANGES = dict(steps=(1, 200), guidance_scale=(0.0, 30.0), strength=(0.0, 1.0), num_images=(1, 4),
-              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), region_strength=(0.0, 2.0),
+              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), lr=(0.001, 1.0), region_strength=(0.0, 2.0),
               brush_size=(2, 96), seed=(0, 2**32 - 1))
 STATE = dict(outputs=[], history=[], job=None, notice=None, canvas_version=0, canvas_initial=None,
              canvas_side=512, drawing=None, strokes=None, canvas_fallback=None, continue_from=None,
@@ -244,6 +248,13 @@ def advanced_section() -> None:
                        help="GradOP: gradient steps of its optimisation pass (50).")
         b.selectbox("Painting function", PAINTING_FUNCTIONS, key="painting", disabled=not guided,
                     help="How an image is reduced to a painting: blur (release) or median + palette (slower).")
+        a.number_input("Learning rate", *RANGES["lr"], step=0.01, format="%.3f", key="lr",
+                       disabled=not (plus or two_pass), help="GradOP+ and GradOP: the Adam step on the latent (0.1).")
+        b.selectbox("Guidance decoder", GUIDANCE_DECODERS, key="guidance_decoder", disabled=not (plus or two_pass),
+                    help="What decodes the latent while it is pulled to the strokes: vae (exact, the release's) or "
+                         "a cheaper stand-in (faster on a CPU, less realistic on the demo model; README).")
+        a.selectbox("Guided latent", GUIDANCE_LATENTS, key="guidance_latent", disabled=not plus,
+                    help="GradOP+: optimise the noisy latent (the release's) or the predicted clean one (x0).")
         a.slider("Region strength", *RANGES["region_strength"], step=0.05, key="region_strength",
                  help="How strongly each painted region is tied to its word (0.1-1).")
 
@@ -296,7 +307,8 @@ def generation_runs(pipeline, strokes, background, side, regions, assigned, seed
         strokes = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     edit = background is not None and bool(s.edit_mode)
     guided = dict(strokes=strokes, background=background, strength=float(s.strength), painting=s.painting,
-                  iterations=int(s.iterations), grad_steps=int(s.grad_steps), opt_steps=int(s.opt_steps))
+                  iterations=int(s.iterations), grad_steps=int(s.grad_steps), opt_steps=int(s.opt_steps),
+                  lr=float(s.lr), guidance_decoder=s.guidance_decoder, guidance_latent=s.guidance_latent)
     if background is not None:
         guided["edit"] = edit
     text = dict(strokes=strokes, background=background, edit=True) if edit else {}  # text-only fills the painted area

@@ -181,6 +181,22 @@ def test_compare_runs_all_four_methods_with_one_seed():
     assert len(at.get("download_button")) == 4
 
 
+def test_guidance_knobs_reach_the_library_and_the_png(generate_calls):
+    at = open_app(painting(), prompt=PROMPT, method="gradop+", lr=0.15, guidance_decoder="vae-half",
+                  guidance_latent="x0", random_seed=False, seed=3)
+    assert not at.number_input(key="lr").disabled and not at.selectbox(key="guidance_latent").disabled
+    at = generate(at)
+    no_exception(at)
+    call = generate_calls[-1]
+    assert (call["method"], call["lr"], call["guidance_decoder"], call["guidance_latent"]) == \
+        ("gradop+", 0.15, "vae-half", "x0")
+    params = at.session_state["outputs"][0].params
+    assert (params["lr"], params["guidance_decoder"], params["guidance_latent"]) == (0.15, "vae-half", "x0")
+    at.session_state["method"] = "sdedit"
+    at.run()
+    assert at.selectbox(key="guidance_decoder").disabled and at.selectbox(key="guidance_latent").disabled
+
+
 def test_reopen_restores_an_earlier_results_settings(fake_generate):
     at = open_app(painting(), prompt="first prompt", random_seed=False, seed=11)
     at = generate(at)
