@@ -35,11 +35,11 @@ import streamlit as st
 from PIL import Image
 
 from gradop import jobs, serving
+from gradop.decoders import GUIDANCE_DECODERS
 from gradop.editing import painted_area
+from gradop.guidance import GUIDANCE_LATENTS
 from gradop.images import is_blank, load_image, to_rgb
 from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
-from gradop.decoders import GUIDANCE_DECODERS
-from gradop.guidance import GUIDANCE_LATENTS
 from gradop.painting import PAINTING_FUNCTIONS
 
 log = logging.getLogger("gradop.app")
@@ -72,8 +72,8 @@ CHOICES = dict(canvas_size=CANVAS_SIZES, method=tuple(METHOD_LABELS), background
                tool=(*TOOLS, None), painting=tuple(PAINTING_FUNCTIONS), style=(*serving.STYLE_PRESETS, None),
                guidance_decoder=tuple(GUIDANCE_DECODERS), guidance_latent=tuple(GUIDANCE_LATENTS))
 RANGES = dict(steps=(1, 200), guidance_scale=(0.0, 30.0), strength=(0.0, 1.0), num_images=(1, 4),
-              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), lr=(0.001, 1.0), region_strength=(0.0, 2.0),
-              brush_size=(2, 96), seed=(0, 2**32 - 1))
+              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), lr=(0.001, 1.0),
+              region_strength=(0.0, 2.0), brush_size=(2, 96), seed=(0, 2**32 - 1))
 STATE = dict(outputs=[], history=[], job=None, notice=None, canvas_version=0, canvas_initial=None,
              canvas_side=512, drawing=None, strokes=None, canvas_fallback=None, continue_from=None,
              kept_widgets={}, page_failed=None)

@@ -59,6 +59,11 @@ def user_message(error: BaseException) -> str:
 # seconds for one UNet forward of a CFG batch of 2, one VAE decode, one decode + backward.
 _SD_UNET_PARAMS, _SD_DECODER_PARAMS = 860e6, 49.5e6
 _CPU_UNET_S, _CPU_DECODE_S, _CPU_DECODE_BACKWARD_S = 7.25, 8.8, 21.4
+# Decode + backward work of each guidance decoder relative to the full VAE's: "vae-half" decodes a
+# quarter of the pixels; "linear", "conv" and "tiny" are small next to SD's decoder (at SD size on
+# this CPU GradOP+ with "linear" cost 1.07x text2img against 2.97x with "vae"), so the floor below
+# stands for them.
+_DECODER_WORK = {"vae": 1.0, "vae-half": 0.25, "linear": 0.0, "conv": 0.0, "tiny": 0.0}
 _calibration: dict[str, float] = {}  # model name -> measured / estimated, learnt from finished jobs
 _param_counts: dict[int, tuple[int, int]] = {}
 
@@ -82,7 +87,8 @@ def estimate_seconds(pipeline, method: str, settings: dict) -> float:
     # Small models are bound by per-operation overhead, not arithmetic: hence the floors.
     unet = max(_CPU_UNET_S * area * cfg * unet_params / _SD_UNET_PARAMS, 0.02)
     decode = max(_CPU_DECODE_S * area * decoder_params / _SD_DECODER_PARAMS, 0.02)
-    backward = max(_CPU_DECODE_BACKWARD_S * area * decoder_params / _SD_DECODER_PARAMS, 0.05)
+    work = _DECODER_WORK[knobs.get("guidance_decoder", "vae")]
+    backward = max(_CPU_DECODE_BACKWARD_S * area * decoder_params / _SD_DECODER_PARAMS * work, 0.05)
     steps = knobs["steps"]
     denoise = min(int(steps * knobs.get("strength", 1.0)), steps)
     if method == "text":

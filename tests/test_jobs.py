@@ -55,6 +55,19 @@ def test_cpu_estimate_grows_with_work_and_learns(tiny_pipe, monkeypatch):
     assert jobs.format_duration(600) == "about 10 min"
 
 
+def test_cpu_estimate_follows_the_guidance_decoder(tiny_pipe, monkeypatch):
+    monkeypatch.setattr(jobs, "_calibration", {})
+    monkeypatch.setattr(jobs, "_model_size", lambda pipeline: (860e6, 49.5e6))  # SD 1.5's UNet and decoder
+    base = dict(height=512, steps=50)
+    text = jobs.estimate_seconds(tiny_pipe, "text", base)
+    extra = {d: jobs.estimate_seconds(tiny_pipe, "gradop+", base | {"guidance_decoder": d}) - text
+             for d in ("vae", "vae-half", "linear")}
+    assert extra["vae"] == pytest.approx(4 * extra["vae-half"], rel=1e-3)  # a quarter of the pixels
+    assert 0 < extra["linear"] < extra["vae-half"] / 50  # only the floor per Adam step
+    assert jobs.estimate_seconds(tiny_pipe, "gradop", base | {"guidance_decoder": "vae-half"}) < \
+        jobs.estimate_seconds(tiny_pipe, "gradop", base)
+
+
 # ----------------------------------------------------------------------------- jobs
 
 
