@@ -23,7 +23,9 @@ that file:
 - `server.maxUploadSize` (20 MB here) bounds uploads; app.py also bounds pixels;
 - `--server.baseUrlPath gradop` to serve under a sub-path; `--server.fileWatcherType auto` only
   while editing app.py (rerun on save).
-One model is loaded per process and jobs of all tabs share it, one at a time.
+One model is loaded per process and jobs of all tabs share it, one at a time. On a CPU a
+generation uses every core but one (`--threads N` / GRADOP_THREADS / `threads` in the config file
+to choose): the browser and the server's own loop need the last one.
 """
 
 from __future__ import annotations
@@ -333,7 +335,7 @@ def check_inputs(strokes, background, assigned) -> str | None:
     return None
 
 
-def start_generation(pipeline, strokes, background, side, regions, assigned) -> None:
+def start_generation(pipeline, strokes, background, side, regions, assigned, threads) -> None:
     s = st.session_state
     problem = check_inputs(strokes, background, assigned)
     if problem:
@@ -345,7 +347,8 @@ def start_generation(pipeline, strokes, background, side, regions, assigned) -> 
                                                     "region_words": dict(assigned)}
     estimate = sum(jobs.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
     meta = {"settings": settings, "drawing": s.drawing, "strokes": strokes, "background": background}
-    s.job = jobs.GenerationJob(pipeline, runs, estimate=estimate, meta=meta, alive=session_alive()).start()
+    s.job = jobs.GenerationJob(pipeline, runs, estimate=estimate, meta=meta, alive=session_alive(),
+                               threads=threads if pipeline.device.type == "cpu" else None).start()
 
 
 def session_alive():
@@ -403,7 +406,7 @@ def progress_panel() -> None:
               disabled=job.cancelling)
 
 
-def generate_section(pipeline, strokes, background, side, regions, assigned) -> None:
+def generate_section(pipeline, strokes, background, side, regions, assigned, threads) -> None:
     st.subheader("4 · Generate")
     s = st.session_state
     if pipeline is not None and pipeline.device.type == "cpu":
@@ -415,7 +418,7 @@ def generate_section(pipeline, strokes, background, side, regions, assigned) -> 
     clicked = st.button("Generate", type="primary", key="generate", disabled=pipeline is None or s.job is not None)
     if clicked:
         s.notice = None
-        start_generation(pipeline, strokes, background, side, regions, assigned)
+        start_generation(pipeline, strokes, background, side, regions, assigned, threads)
     if s.notice:
         kind, text = s.notice
         getattr(st, kind)(text)
@@ -509,7 +512,7 @@ def page(config: serving.AppConfig) -> None:
         prompt_section()
         advanced_section()
         regions, assigned = regions_section(strokes)
-        generate_section(pipeline, strokes, background, side, regions, assigned)
+        generate_section(pipeline, strokes, background, side, regions, assigned, serving.cpu_threads(config.threads))
     results_section()
     history_section()
 

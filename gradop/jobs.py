@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from PIL import Image
 
 from gradop.guidance import guidance_window
@@ -165,11 +166,13 @@ class GenerationJob:
     PREVIEW_SHARE = 0.1
 
     def __init__(self, pipeline, runs: list[Run], *, estimate: float | None = None, meta: dict | None = None,
-                 alive: Callable[[], bool] | None = None, orphan_grace: float = ORPHAN_GRACE_S):
+                 alive: Callable[[], bool] | None = None, orphan_grace: float = ORPHAN_GRACE_S,
+                 threads: int | None = None):
         """`alive` tells whether the session that started the job is still there; when it has
         been gone for `orphan_grace` seconds the job cancels itself, so that it neither runs
-        for nobody nor keeps other sessions waiting for the model."""
-        self.pipeline, self.runs, self.estimate = pipeline, runs, estimate
+        for nobody nor keeps other sessions waiting for the model. `threads`: torch's CPU
+        threads, set on the worker thread before it generates (None: leave torch's setting)."""
+        self.pipeline, self.runs, self.estimate, self.threads = pipeline, runs, estimate, threads
         self._alive, self._orphan_grace, self._gone_since = alive, orphan_grace, None
         self.abandoned = False
         self.meta = meta or {}  # whatever the caller wants back with the results (page settings)
@@ -250,6 +253,8 @@ class GenerationJob:
         from gradop.sharing import SharedPasses
 
         shared = SharedPasses()  # runs with the same prompt and seed compute their common text-only steps once
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         try:
             for index, run in enumerate(self.runs):
                 self.run_index, self.step = index, 0

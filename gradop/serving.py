@@ -36,9 +36,9 @@ DEFAULT_MODEL = models.DEFAULT_MODEL
 TEST_MODELS = frozenset({"tiny-random"})
 
 MODEL_ENV, ALLOWED_ENV, CONFIG_ENV = "GRADOP_MODEL", "GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG"
-DEVICE_ENV, DTYPE_ENV = "GRADOP_DEVICE", "GRADOP_DTYPE"
+DEVICE_ENV, DTYPE_ENV, THREADS_ENV = "GRADOP_DEVICE", "GRADOP_DTYPE", "GRADOP_THREADS"
 DEFAULT_CONFIG_FILE = "gradop-app.toml"  # read from the working directory when present
-CONFIG_KEYS = {"model": str, "allowed_models": list, "device": str, "dtype": str}
+CONFIG_KEYS = {"model": str, "allowed_models": list, "device": str, "dtype": str, "threads": int}
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class AppConfig:
     allowed_models: tuple[str, ...] = (DEFAULT_MODEL,)
     device: str | None = None
     dtype: str | None = None
+    threads: int | None = None  # torch CPU threads for generation (None: cpu_threads's default)
 
 
 def _argument_parser() -> argparse.ArgumentParser:
@@ -62,6 +63,8 @@ def _argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help=f"TOML config file (default: ./{DEFAULT_CONFIG_FILE} if present)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: fp16 on CUDA, else fp32)")
+    parser.add_argument("--threads", help="torch CPU threads for a generation (default: every core but one, "
+                                          "left to the browser and the server)")
     return parser
 
 
@@ -122,7 +125,30 @@ def resolve_config(argv: list[str] | None = None, environ: dict | None = None) -
         allowed_models=tuple(dict.fromkeys([model, *allowed])),
         device=pick(args.device, DEVICE_ENV, "device"),
         dtype=pick(args.dtype, DTYPE_ENV, "dtype"),
+        threads=_threads(args.threads or environ.get(THREADS_ENV) or file.get("threads")),
     )
+
+
+def _threads(value) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        threads = int(value)
+    except (TypeError, ValueError):
+        threads = 0
+    if isinstance(value, bool) or threads < 1:
+        raise ValueError(f"threads must be a whole number >= 1 (got {value!r}); it sets torch's CPU threads")
+    return threads
+
+
+def cpu_threads(configured: int | None) -> int:
+    """torch CPU threads for a generation: the operator's number, else every core but one. On a
+    2-core machine the browser and the server's own loop share the cores with the generation, and
+    a second torch thread made Compare all slower (bench/bench_app.py; README "The app")."""
+    if configured is not None:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 def choose_model(requested: str | None, config: AppConfig) -> str:

@@ -33,6 +33,8 @@ def server_environment(monkeypatch):
     for name in ("GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG", "GRADOP_DEVICE", "GRADOP_DTYPE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GRADOP_MODEL", "tiny-random")
+    # The app's jobs set torch's CPU threads (every core but one by default); keep this process's.
+    monkeypatch.setenv("GRADOP_THREADS", str(torch.get_num_threads()))
 
 
 @pytest.fixture
@@ -195,6 +197,14 @@ def test_guidance_knobs_reach_the_library_and_the_png(generate_calls):
     at.session_state["method"] = "sdedit"
     at.run()
     assert at.selectbox(key="guidance_decoder").disabled and at.selectbox(key="guidance_latent").disabled
+
+
+def test_the_servers_cpu_threads_reach_the_job(fake_generate):
+    at = open_app(painting(), prompt=PROMPT)
+    at.button(key="generate").click().run()
+    job = at.session_state["job"]
+    assert job is not None and job.threads == torch.get_num_threads()  # GRADOP_THREADS, set above
+    assert job.wait(60)
 
 
 def test_reopen_restores_an_earlier_results_settings(fake_generate):

@@ -107,6 +107,24 @@ def test_job_runs_every_method_and_keeps_pngs_with_metadata():
     assert job.preview is not None and pipeline.previews >= 1
 
 
+def test_job_sets_torch_threads_on_its_worker_thread():
+    seen = []
+
+    class Recording(FakePipeline):
+        def generate(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return super().generate(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    try:
+        job = GenerationJob(Recording(steps=1), [Run("A", "text", {"prompt": "p"})], threads=wanted).start()
+        assert job.wait(30) and job.status == "done"
+        assert seen == [wanted]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_job_failure_becomes_a_message():
     job = GenerationJob(FakePipeline(error=torch.OutOfMemoryError("out of memory")), [Run("A", "text", {"prompt": "p"})]).start()
     assert job.wait(30) and job.status == "failed" and job.message.startswith("Out of memory")

@@ -11,7 +11,8 @@ from gradop.serving import AppConfig
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no ./gradop-app.toml unless a test writes one
-    for name in ("GRADOP_MODEL", "GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG", "GRADOP_DEVICE", "GRADOP_DTYPE"):
+    for name in ("GRADOP_MODEL", "GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG", "GRADOP_DEVICE", "GRADOP_DTYPE",
+                 "GRADOP_THREADS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -32,6 +33,21 @@ def test_command_line_beats_environment_beats_config_file(tmp_path):
     assert config.device == "cpu"  # still from the file
     config = serving.resolve_config(["--model", "tiny-random", "--allowed-models", "p/q", "--dtype", "float32"], env)
     assert config == AppConfig("tiny-random", ("tiny-random", "p/q"), "cpu", "float32")
+
+
+def test_cpu_threads_from_the_operator_else_every_core_but_one(tmp_path, monkeypatch):
+    (tmp_path / "gradop-app.toml").write_text("threads = 3\n")
+    assert serving.resolve_config([]).threads == 3
+    assert serving.resolve_config([], {"GRADOP_THREADS": "2"}).threads == 2
+    assert serving.resolve_config(["--threads", "1"], {"GRADOP_THREADS": "2"}).threads == 1
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
+            serving.resolve_config(["--threads", bad])
+    assert serving.cpu_threads(5) == 5
+    monkeypatch.setattr(serving.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert serving.cpu_threads(None) == 1  # two cores: one for the generation, one for browser and server
+    monkeypatch.setattr(serving.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert serving.cpu_threads(None) == 7
 
 
 def test_explicit_config_file_and_unknown_arguments(tmp_path):
