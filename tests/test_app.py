@@ -385,6 +385,11 @@ def test_a_broken_server_config_file_is_reported(monkeypatch, tmp_path):
     at = open_app()
     no_exception(at)
     assert "'model'" in texts(at.error) and "must be a str" in texts(at.error)
+    monkeypatch.delenv("GRADOP_CONFIG")
+    monkeypatch.setenv("GRADOP_THREADS", "0")
+    at = open_app()
+    no_exception(at)
+    assert "Server configuration: threads must be a whole number >= 1" in texts(at.error)
 
 
 def test_a_decompression_bomb_upload_is_one_line_and_keeps_prompt_settings_and_drawing():
