@@ -21,14 +21,12 @@ import time
 import numpy as np
 import torch
 
-from gradop.images import pil_to_tensor
 from gradop.pipeline import GradopPipeline
-from gradop.quality.metrics import bootstrap_ci, format_ci, region_shares
+from gradop.quality.metrics import bootstrap_ci, format_ci
+from gradop.quality.runner import Context, RegionSection, Setting
 from gradop.quality.scenes import AMBIGUOUS_TUNING_SEED, ambiguous_painting
-from gradop.region_words import spec_from_colors
 from gradop.world import DEFAULT_WORLD, WORLDS
 from gradop.world.judge import JUDGES, load_judge
-from gradop.world.scene import CLASS_ID
 
 
 def main() -> None:
@@ -45,25 +43,14 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON with every row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = GradopPipeline.from_pretrained(args.model)
-    judge = load_judge(args.judge or JUDGES[args.world_version])
-    rows, started = [], time.time()
+    # The quality benchmark's own region section, on paintings from the tuning range.
+    ctx = Context(GradopPipeline.from_pretrained(args.model), load_judge(args.judge or JUDGES[args.world_version]),
+                  seeds=args.seeds, steps=args.steps, region_settings=(Setting(args.method, args.method),),
+                  region_strengths=tuple(args.strengths), world_version=args.world_version)
+    section, rows, started = RegionSection(), [], time.time()
     for index in range(args.cases):
         painting = ambiguous_painting(index, world_version=args.world_version, seed_base=AMBIGUOUS_TUNING_SEED)
-        mask = spec_from_colors(painting.image, {painting.colour: painting.meanings[0][1]})[0].mask
-        for cls, word in painting.meanings:
-            competing = next(c for c, _ in painting.meanings if c != cls)
-            for strength in [0.0, *args.strengths]:
-                control = {"regions": {painting.colour: word}, "region_strength": strength} if strength else {}
-                result = pipe.generate(args.method, painting.caption, painting.image, seed=10_000 + index,
-                                       steps=args.steps, num_images=args.seeds, **control)
-                images = torch.cat([pil_to_tensor(image) for image in result.images])
-                shares = region_shares(judge.segment(images), mask, CLASS_ID[cls], CLASS_ID[competing])
-                realism = judge.realism(images).float().tolist()
-                for k in range(len(images)):
-                    rows.append({"case": index, "seed": painting.seed, "word": word, "natural": cls == painting.source,
-                                 "w": strength, "assigned": shares["assigned_share"][k],
-                                 "competing": shares["competing_share"][k], "realism": realism[k]})
+        rows += section.run(ctx, painting)
         print(f"case {index + 1}/{args.cases}  {time.time() - started:.0f} s", flush=True)
         if args.out:
             with open(args.out, "w") as f:
@@ -76,12 +63,12 @@ def summarise(rows: list[dict], args) -> None:
           f"{args.method}, {args.steps} steps, {args.seeds} seeds")
     print(f"{'w':>5} {'assigned [95% CI]':>24} {'natural':>8} {'swapped':>8} {'competing':>10} {'realism':>8}")
     for strength in [0.0, *args.strengths]:
-        sel = [r for r in rows if r["w"] == strength]
-        ci = format_ci(bootstrap_ci([r["assigned"] for r in sel], [r["case"] for r in sel]))
-        natural = np.mean([r["assigned"] for r in sel if r["natural"]])
-        swapped = np.mean([r["assigned"] for r in sel if not r["natural"]])
-        print(f"{strength:5.2f} {ci:>24} {natural:8.3f} {swapped:8.3f} {np.mean([r['competing'] for r in sel]):10.3f} "
-              f"{np.mean([r['realism'] for r in sel]):8.3f}")
+        sel = [r for r in rows if r["region_strength"] == strength]
+        ci = format_ci(bootstrap_ci([r["assigned_share"] for r in sel], [r["painting"] for r in sel]))
+        natural = np.mean([r["assigned_share"] for r in sel if r["natural"]])
+        swapped = np.mean([r["assigned_share"] for r in sel if not r["natural"]])
+        print(f"{strength:5.2f} {ci:>24} {natural:8.3f} {swapped:8.3f} "
+              f"{np.mean([r['competing_share'] for r in sel]):10.3f} {np.mean([r['realism_judge'] for r in sel]):8.3f}")
 
 
 if __name__ == "__main__":
