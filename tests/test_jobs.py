@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from gradop import jobs
+from gradop.decoders import GUIDANCE_DECODERS
 from gradop.jobs import GenerationJob, Run
 from gradop.metadata import read_params
 from gradop.pipeline import GenerationResult, Progress
@@ -61,7 +62,7 @@ def test_cpu_estimate_follows_the_guidance_decoder(tiny_pipe, monkeypatch):
     base = dict(height=512, steps=50)
     text = jobs.estimate_seconds(tiny_pipe, "text", base)
     extra = {d: jobs.estimate_seconds(tiny_pipe, "gradop+", base | {"guidance_decoder": d}) - text
-             for d in ("vae", "vae-half", "linear")}
+             for d in GUIDANCE_DECODERS}  # every decoder the app offers has an estimate
     assert extra["vae"] == pytest.approx(4 * extra["vae-half"], rel=1e-3)  # a quarter of the pixels
     assert 0 < extra["linear"] < extra["vae-half"] / 50  # only the floor per Adam step
     assert jobs.estimate_seconds(tiny_pipe, "gradop", base | {"guidance_decoder": "vae-half"}) < \
