@@ -30,6 +30,7 @@ to choose): the browser and the server's own loop need the last one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -45,6 +46,11 @@ from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
 from gradop.painting import PAINTING_FUNCTIONS
 
 log = logging.getLogger("gradop.app")
+serving.log_to_server_output()
+# Streamlit compiles its emoji pattern (0.26 s on a 2-core CPU) at the first alert with non-ASCII
+# text: let the first page load pay it, not the moment a generation says "Done in … · seed …".
+with contextlib.suppress(ImportError):
+    import streamlit.emojis  # noqa: F401
 st.set_page_config(page_title="gradop: guided image synthesis", page_icon=":material/brush:", layout="wide")
 
 METHOD_LABELS = {"gradop+": "GradOP+", "gradop": "GradOP", "sdedit": "SDEdit", "text": "Text only",
@@ -396,6 +402,8 @@ def progress_panel() -> None:
     job = st.session_state.job
     if job is None:
         return
+    if not job.finished and job.seconds_left() < PROGRESS_POLL_S:
+        job.wait(PROGRESS_POLL_S)  # the last poll: show "Done" when it is, not up to a poll later
     if job.finished:
         st.rerun()
     st.progress(job.fraction, text=job.describe())

@@ -197,6 +197,12 @@ def drive_compare_all(page, url: str, workdir: Path, timeout_s: float, read_para
     return seconds, server_cpu, params, strokes_path
 
 
+def server_generation_seconds(server_log: str) -> float | None:
+    """The last generation's seconds from the server's log (gradop.jobs logs each one)."""
+    found = re.findall(r"generation done: .* in ([0-9.]+) s", server_log)
+    return float(found[-1]) if found else None
+
+
 def library_calls(params: list[dict]) -> list[tuple[str, dict]]:
     """The `generate` calls that made these PNGs, from the parameters they carry."""
     calls = []
@@ -256,6 +262,7 @@ def main() -> None:
                                                               process.pid, args.screenshot)
     finally:
         stop_server(process)
+    server_job = server_generation_seconds(log_path.read_text())
     if len(params) != 4:
         raise SystemExit(f"expected 4 images from Compare all, got {len(params)}; log: {log_path}")
     calls = library_calls(params)
@@ -277,6 +284,10 @@ def main() -> None:
     print(f"app Compare all (click to Done):        {app_seconds:7.2f} s")
     print(f"library (mean of the runs):             {library:7.2f} s")
     print(f"ratio app / library:                    {app_seconds / library:7.2f}x")
+    if server_job is not None:  # the app's own work is what the click-to-Done time adds to its generation
+        print(f"  of which the server's generation:     {server_job:7.2f} s = {server_job / library:.2f}x the library")
+        print(f"  and the app around it:                {app_seconds - server_job:7.2f} s "
+              f"(click to job start, job end to Done on the page)")
     if job_seconds is not None:
         print(f"jobs.GenerationJob with live previews:  {job_seconds:7.2f} s = {job_seconds / library:.2f}x")
     if app_cpu is not None:  # less sensitive to other processes than wall time

@@ -184,6 +184,7 @@ class GenerationJob:
         self.run_index, self.step, self.total, self.phase = 0, 0, 1, ""
         self.started = time.monotonic()
         self.elapsed: float | None = None
+        self._run_started = self.started
         self._preview_seconds = 0.0
         self._preview_wanted = threading.Event()
         self._preview_wanted.set()  # the first preview as soon as there are latents
@@ -216,6 +217,17 @@ class GenerationJob:
     @property
     def fraction(self) -> float:
         return min(1.0, (self.run_index + self.step / max(self.total, 1)) / max(len(self.runs), 1))
+
+    def seconds_left(self) -> float:
+        """Time to the end once the last run is under way, extrapolated from that run's own
+        progress (runs differ too much in cost to extrapolate across them): inf before, 0 when
+        finished."""
+        if self.finished:
+            return 0.0
+        done = self.step / max(self.total, 1)
+        if self.run_index < len(self.runs) - 1 or done <= 0:
+            return math.inf
+        return (time.monotonic() - self._run_started) * (1 - done) / done
 
     def describe(self) -> str:
         if self.status == "waiting":
@@ -257,7 +269,7 @@ class GenerationJob:
             torch.set_num_threads(self.threads)
         try:
             for index, run in enumerate(self.runs):
-                self.run_index, self.step = index, 0
+                self.run_index, self.step, self._run_started = index, 0, time.monotonic()
                 self._check_owner()
                 if self._cancel.is_set():
                     raise GenerationCancelled()
@@ -273,6 +285,8 @@ class GenerationJob:
             self.message, self.status = user_message(error), "failed"
         finally:
             self.elapsed = time.monotonic() - self.started
+            log.info("generation %s: %s in %.2f s", self.status, ", ".join(run.method for run in self.runs),
+                     self.elapsed)  # the operator's record; bench/bench_app.py reads it
             if self.status == "done" and self.estimate:
                 record_timing(self.pipeline.model_name, self.estimate, self.elapsed)
 

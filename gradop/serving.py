@@ -151,6 +151,18 @@ def cpu_threads(configured: int | None) -> int:
     return max(1, cores - 1)
 
 
+def log_to_server_output() -> None:
+    """Send gradop's log (INFO and above: one line per generation, failures with their
+    traceback) to the server's stderr, once per process (app.py runs on every rerun)."""
+    logger = logging.getLogger("gradop")
+    if not any(getattr(h, "gradop_server", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.gradop_server = True
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def choose_model(requested: str | None, config: AppConfig) -> str:
     """The model to use for a web user's request: only allow-listed names, else the default."""
     return requested if requested in config.allowed_models else config.model

@@ -1,5 +1,7 @@
 """gradop.jobs: generation jobs on worker threads, estimates, messages and history."""
 
+import math
+import re
 import threading
 import time
 
@@ -124,6 +126,45 @@ def test_job_sets_torch_threads_on_its_worker_thread():
         assert seen == [wanted]
     finally:
         torch.set_num_threads(before)
+
+
+def test_seconds_left_extrapolates_from_the_last_runs_progress():
+    class Steps:  # the fake pipeline takes one step per release
+        def __init__(self):
+            self.semaphore = threading.Semaphore(0)
+
+        def wait(self):
+            self.semaphore.acquire()
+
+    def reach(step):
+        deadline = time.monotonic() + 30
+        while (job.run_index, job.step) != step and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    steps = Steps()
+    runs = [Run("A", "gradop+", {"prompt": "p"}), Run("B", "text", {"prompt": "p"})]
+    job = GenerationJob(FakePipeline(steps=4, gate=steps), runs).start()
+    assert job.seconds_left() == math.inf  # no progress yet: nothing to extrapolate from
+    steps.semaphore.release(3)
+    reach((0, 3))
+    assert job.seconds_left() == math.inf  # another run follows, whose cost this one does not tell
+    steps.semaphore.release(3)
+    reach((1, 2))
+    run_started = job._run_started
+    left = job.seconds_left()
+    assert 0 < left <= time.monotonic() - run_started  # the last run half done: as long again
+    steps.semaphore.release(2)
+    assert job.wait(30) and job.seconds_left() == 0.0
+
+
+def test_a_finished_job_logs_its_runs_and_seconds_for_the_operator(caplog):
+    caplog.set_level("INFO", logger="gradop.jobs")
+    runs = [Run("A", "gradop+", {"prompt": "p"}), Run("B", "text", {"prompt": "p"})]
+    job = GenerationJob(FakePipeline(steps=1), runs).start()
+    assert job.wait(30)
+    # bench/bench_app.py reads this line from the server's log
+    assert re.search(r"generation done: gradop\+, text in ([0-9.]+) s", caplog.text)
+    assert float(re.search(r"in ([0-9.]+) s", caplog.text).group(1)) == round(job.elapsed, 2)
 
 
 def test_job_failure_becomes_a_message():

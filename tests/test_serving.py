@@ -1,5 +1,7 @@
 """gradop.serving: the web app's server-side helpers, without Streamlit."""
 
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -86,6 +88,21 @@ def test_web_users_only_get_allow_listed_models():
     assert serving.choose_model("/srv/models/sd15", config) == "/srv/models/sd15"
     assert serving.choose_model("/etc/passwd", config) == "tiny-random"
     assert serving.choose_model(None, config) == "tiny-random"
+
+
+def test_the_server_log_gets_gradops_info_lines_once(capfd):
+    logger = logging.getLogger("gradop")
+    saved_handlers, saved_level = list(logger.handlers), logger.level
+    logger.handlers = [h for h in logger.handlers if not getattr(h, "gradop_server", False)]  # app tests add it
+    try:
+        serving.log_to_server_output()
+        serving.log_to_server_output()  # app.py runs on every rerun: still one handler
+        assert sum(getattr(h, "gradop_server", False) for h in logger.handlers) == 1
+        logging.getLogger("gradop.jobs").info("generation done: text in 1.00 s")
+        assert capfd.readouterr().err.count("INFO gradop.jobs: generation done: text in 1.00 s") == 1
+    finally:
+        logger.handlers = saved_handlers
+        logger.setLevel(saved_level)
 
 
 def test_model_labels_hide_server_paths():
