@@ -6,7 +6,8 @@
     GRADOP_CONFIG=server.toml streamlit run app.py        # or ./gradop-app.toml
 
 The server operator picks the models; web users choose among them in the sidebar. UI only:
-method logic lives in gradop.pipeline, server-side helpers in gradop.serving.
+method logic lives in gradop.pipeline, the settings form (defaults, refusals, the calls a click
+makes) in gradop.form, server-side helpers in gradop.serving.
 
 Server settings (.streamlit/config.toml, read from the folder `streamlit run` starts in):
 no file watcher and no gc.collect() after every rerun, because both starve the generation
@@ -37,13 +38,9 @@ import sys
 import streamlit as st
 from PIL import Image
 
-from gradop import jobs, serving
-from gradop.decoders import GUIDANCE_DECODERS
-from gradop.editing import painted_area
-from gradop.guidance import GUIDANCE_LATENTS
-from gradop.images import is_blank, load_image, to_rgb
-from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
-from gradop.painting import PAINTING_FUNCTIONS
+from gradop import form, jobs, serving
+from gradop.form import BACKGROUNDS, CANVAS_SIZES, CHOICES, DEFAULTS, METHOD_LABELS, RANGES, TOOLS
+from gradop.images import load_image
 
 log = logging.getLogger("gradop.app")
 serving.log_to_server_output()
@@ -53,35 +50,11 @@ with contextlib.suppress(ImportError):
     import streamlit.emojis  # noqa: F401
 st.set_page_config(page_title="gradop: guided image synthesis", page_icon=":material/brush:", layout="wide")
 
-METHOD_LABELS = {"gradop+": "GradOP+", "gradop": "GradOP", "sdedit": "SDEdit", "text": "Text only",
-                 "compare": "Compare all"}
-TOOLS = {"freedraw": ":material/brush: Brush", "line": ":material/horizontal_rule: Line",
-         "rect": ":material/rectangle: Rectangle", "circle": ":material/circle: Circle"}
 # Quick colours, far enough apart that each stays its own region (names are only hints).
 PALETTE = {"#8fc9f0": "sky", "#2f6fd0": "water", "#4caf50": "grass", "#1e5a2a": "trees",
            "#8c8c8c": "rock", "#8b5a2b": "earth", "#e8c860": "sand", "#f08a24": "orange",
            "#d83a3a": "red", "#303030": "dark"}
-BACKGROUNDS = {"blank": "Blank", "photo": "Photo (edit a real image)", "result": "Last result (continue)"}
-CANVAS_SIZES = (256, 512, 768)
 MAX_UPLOAD_MB = 20  # the pixel limit (decompression bombs) is gradop.images.MAX_PIXELS
-# Widget keys and their defaults: set once per tab, so "re-open settings" can write them.
-_KNOBS = {**SamplingOptions.defaults(), **GradopOptions.defaults(), **GradopPlusOptions.defaults()}  # one source
-DEFAULTS = dict(
-    prompt="", negative_prompt="", style=None, method="gradop+", seed=0, random_seed=True,
-    **{k: _KNOBS[k] for k in ("steps", "guidance_scale", "strength", "iterations", "grad_steps", "opt_steps",
-                              "lr", "guidance_decoder", "guidance_latent", "painting", "region_strength",
-                              "num_images")}, brush_color="#2f6fd0",
-    brush_size=24, tool="freedraw", canvas_size=512, background="blank", edit_mode=True,
-)
-SETTINGS = [k for k in DEFAULTS if k not in ("brush_color", "brush_size", "tool", "background")]
-# What each widget accepts: a value from outside (a tampered message, an old history entry) is
-# replaced by the default before any widget or callback sees it.
-CHOICES = dict(canvas_size=CANVAS_SIZES, method=tuple(METHOD_LABELS), background=tuple(BACKGROUNDS),
-               tool=(*TOOLS, None), painting=tuple(PAINTING_FUNCTIONS), style=(*serving.STYLE_PRESETS, None),
-               guidance_decoder=tuple(GUIDANCE_DECODERS), guidance_latent=tuple(GUIDANCE_LATENTS))
-RANGES = dict(steps=(1, 200), guidance_scale=(0.0, 30.0), strength=(0.0, 1.0), num_images=(1, 4),
-              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), lr=(0.001, 1.0),
-              region_strength=(0.0, 2.0), brush_size=(2, 96), seed=(0, 2**32 - 1))
 STATE = dict(outputs=[], history=[], job=None, notice=None, canvas_version=0, canvas_initial=None,
              canvas_side=512, drawing=None, strokes=None, canvas_fallback=None, continue_from=None,
              kept_widgets={}, page_failed=None)
@@ -254,14 +227,14 @@ def advanced_section() -> None:
                        help="GradOP+: gradient steps per pull (8-16); the main cost on a CPU.")
         a.number_input("Optimisation steps", *RANGES["opt_steps"], key="opt_steps", disabled=not two_pass,
                        help="GradOP: gradient steps of its optimisation pass (50).")
-        b.selectbox("Painting function", PAINTING_FUNCTIONS, key="painting", disabled=not guided,
+        b.selectbox("Painting function", CHOICES["painting"], key="painting", disabled=not guided,
                     help="How an image is reduced to a painting: blur (release) or median + palette (slower).")
         a.number_input("Learning rate", *RANGES["lr"], step=0.01, format="%.3f", key="lr",
                        disabled=not (plus or two_pass), help="GradOP+ and GradOP: the Adam step on the latent (0.1).")
-        b.selectbox("Guidance decoder", GUIDANCE_DECODERS, key="guidance_decoder", disabled=not (plus or two_pass),
+        b.selectbox("Guidance decoder", CHOICES["guidance_decoder"], key="guidance_decoder", disabled=not (plus or two_pass),
                     help="What decodes the latent while it is pulled to the strokes: vae (exact, the release's) or "
                          "a cheaper stand-in (faster on a CPU, less realistic on the demo model; README).")
-        a.selectbox("Guided latent", GUIDANCE_LATENTS, key="guidance_latent", disabled=not plus,
+        a.selectbox("Guided latent", CHOICES["guidance_latent"], key="guidance_latent", disabled=not plus,
                     help="GradOP+: optimise the noisy latent (the release's) or the predicted clean one (x0).")
         a.slider("Region strength", *RANGES["region_strength"], step=0.05, key="region_strength",
                  help="How strongly each painted region is tied to its word (0.1-1).")
@@ -304,53 +277,15 @@ def regions_section(strokes: Image.Image | None) -> tuple[list, dict]:
 
 # ----------------------------------------------------------------------------- generation
 
-def generation_runs(pipeline, strokes, background, side, regions, assigned, seed) -> list[jobs.Run]:
-    s = st.session_state
-    size = serving.generation_side(pipeline.default_size, side)
-    common = dict(prompt=s.prompt.strip(), negative_prompt=s.negative_prompt, height=size, width=size,
-                  steps=int(s.steps), guidance_scale=float(s.guidance_scale), seed=seed,
-                  num_images=int(s.num_images), regions=serving.region_spec(regions, assigned) or None,
-                  region_strength=float(s.region_strength))
-    if strokes is None and background is not None:  # a photo alone is the target
-        strokes = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    edit = background is not None and bool(s.edit_mode)
-    guided = dict(strokes=strokes, background=background, strength=float(s.strength), painting=s.painting,
-                  iterations=int(s.iterations), grad_steps=int(s.grad_steps), opt_steps=int(s.opt_steps),
-                  lr=float(s.lr), guidance_decoder=s.guidance_decoder, guidance_latent=s.guidance_latent)
-    if background is not None:
-        guided["edit"] = edit
-    text = dict(strokes=strokes, background=background, edit=True) if edit else {}  # text-only fills the painted area
-    methods = ["gradop+", "gradop", "sdedit", "text"] if s.method == "compare" else [s.method]
-    return [jobs.Run(METHOD_LABELS[m], m, common | (guided if m != "text" else text)) for m in methods]
-
-
-def check_inputs(strokes, background, assigned) -> str | None:
-    s = st.session_state
-    if not s.prompt.strip():
-        return "Write a prompt first: describe the image you want."
-    blank = strokes is None or is_blank(to_rgb(strokes))  # white paint on the white canvas is no guide
-    if s.method != "text" and blank and background is None:
-        return ("The canvas is empty: paint some strokes (or choose a photo background) to guide the image, "
-                "or choose Text only.")
-    if background is not None and s.edit_mode and (strokes is None or not painted_area(strokes).any()):
-        return ("Nothing is painted: paint over the part of the picture to change, or switch off "
-                "“Change only what I paint” to re-imagine the whole image.")
-    missing = serving.missing_words(s.prompt, assigned.values())
-    if missing:
-        return f"Region words not in the prompt: {', '.join(missing)}. Add them to the prompt or clear them."
-    return None
-
-
 def start_generation(pipeline, strokes, background, side, regions, assigned, threads) -> None:
     s = st.session_state
-    problem = check_inputs(strokes, background, assigned)
+    problem = form.input_problem(s, strokes, background, assigned)
     if problem:
         s.notice = ("warning", problem)
         return
     seed = serving.new_seed() if s.random_seed else int(s.seed)
-    runs = generation_runs(pipeline, strokes, background, side, regions, assigned, seed)
-    settings = {key: s[key] for key in SETTINGS} | {"seed": seed, "random_seed": False,
-                                                    "region_words": dict(assigned)}
+    runs = form.generation_runs(s, pipeline.default_size, strokes, background, side, regions, assigned, seed)
+    settings = form.recorded_settings(s, seed, assigned)
     estimate = sum(jobs.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
     meta = {"settings": settings, "drawing": s.drawing, "strokes": strokes, "background": background}
     s.job = jobs.GenerationJob(pipeline, runs, estimate=estimate, meta=meta, alive=session_alive(),
@@ -419,7 +354,7 @@ def generate_section(pipeline, strokes, background, side, regions, assigned, thr
     s = st.session_state
     if pipeline is not None and pipeline.device.type == "cpu":
         size = serving.generation_side(pipeline.default_size, side)
-        runs = generation_runs(pipeline, None, None, side, [], {}, 0)
+        runs = form.generation_runs(s, pipeline.default_size, None, None, side, [], {}, 0)
         seconds = sum(jobs.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
         st.info(f"No GPU: running on the CPU. One generation takes {jobs.format_duration(seconds)} "
                 f"at {size} px with these settings.")
@@ -487,7 +422,7 @@ def history_section() -> None:
 def repair_settings() -> None:
     """Values no widget can produce (a tampered message, a stale entry) become the defaults."""
     s = st.session_state
-    s.update(serving.repaired_settings({key: s.get(key) for key in DEFAULTS}, DEFAULTS, CHOICES, RANGES))
+    s.update(form.fixes(s))
     if s.get("canvas_side") not in CANVAS_SIZES:
         s.canvas_side = s.canvas_size
 
