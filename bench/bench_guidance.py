@@ -5,6 +5,7 @@ bench_methods.sd15_components), one run of each, on one machine:
 
     python bench/bench_guidance.py                     # CPU: 256 px, 50 steps
     python bench/bench_guidance.py --device cuda --dtype float16 --size 512 --steps 50
+    python bench/bench_guidance.py --options vae --precisions auto bf16 --guidance-only   # bf16 autocast
 
 text2img is timed first and last; the ratios use the mean of the two (the machine's load may
 drift during the run). SDEdit (strength 0.8) and GradOP (two passes) get a line each too, so one
@@ -27,6 +28,7 @@ from bench_methods import peak_memory, sd15_components, strokes, timed
 from gradop.models import pick_device, pick_dtype
 from gradop.options import GradopPlusOptions
 from gradop.pipeline import GradopPipeline
+from gradop.precision import PRECISION_MODES
 
 OPTIONS = ("linear", "conv", "tiny", "vae-half", "vae")
 
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--options", default=",".join(OPTIONS), help="comma-separated guidance decoders")
+    parser.add_argument("--precisions", nargs="+", default=["auto"], choices=PRECISION_MODES,
+                        help="guidance_precision for each decoder line (bf16: autocast, e.g. on CPUs with AMX)")
     parser.add_argument("--early-stop", type=float, default=0.0, help="guidance_early_stop for every line")
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels_last memory format")
     parser.add_argument("--compile-decoder", action="store_true", help="torch.compile the guidance decoders")
@@ -85,15 +89,17 @@ def main() -> None:
         seconds, _, peak = measure(call)
         rows.append((name, seconds, 0.0, peak))
         print(f"{name:<22} {seconds:8.2f} s   {seconds / text_first:5.2f}x of the first text2img", flush=True)
-    for name in args.options.split(","):
+    for name, precision in [(n, p) for n in args.options.split(",") for p in args.precisions]:
         began = time.perf_counter()
         pipe.guidance_decoders(name)  # build or fit it once per model (not per image)
         setup = time.perf_counter() - began
-        seconds, result, peak = measure(lambda: pipe.gradop_plus(prompt, image, guidance_decoder=name,
-                                                                 guidance_early_stop=args.early_stop, **common))
-        mark = " (default)" if name == default else ""
-        rows.append((f"gradop+ {name}{mark}", seconds, setup, peak))
-        print(f"gradop+ {name + mark:<14} {seconds:8.2f} s   {seconds / text_first:5.2f}x of the first text2img; "
+        seconds, result, peak = measure(lambda: pipe.gradop_plus(
+            prompt, image, guidance_decoder=name, guidance_precision=precision, guidance_early_stop=args.early_stop,
+            **common))
+        label = name + ("" if precision == "auto" else f" {precision}")
+        mark = " (default)" if name == default and precision == "auto" else ""
+        rows.append((f"gradop+ {label}{mark}", seconds, setup, peak))
+        print(f"gradop+ {label + mark:<14} {seconds:8.2f} s   {seconds / text_first:5.2f}x of the first text2img; "
               f"setup {setup:.1f} s; {len(result.losses)} Adam steps; load {os.getloadavg()[0]:.1f}", flush=True)
     text_last, _, _ = measure(lambda: pipe.text2img(prompt, **common))
     text = (text_first + text_last) / 2

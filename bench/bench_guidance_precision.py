@@ -7,6 +7,7 @@ value). The reference is the same decoder in fp32. Default: Stable Diffusion's V
 
     python bench/bench_guidance_precision.py --sizes 512 768 --dtypes float16 bfloat16
     python bench/bench_guidance_precision.py --channels 32 --sizes 512 768     # the test's decoder
+    python bench/bench_guidance_precision.py --dtypes float32 --modes native bf16  # bf16 autocast on fp32
 """
 
 from __future__ import annotations
@@ -70,7 +71,11 @@ def main() -> None:
             vae = sd_vae(args.channels).to(device=device, dtype=getattr(torch, dtype_name))
             for mode in args.modes:
                 start = time.perf_counter()
-                decode = guidance_decode(vae, mode)
+                try:
+                    decode = guidance_decode(vae, mode)
+                except ValueError:  # a mode this dtype refuses (bf16 autocast on an fp16 decoder)
+                    print(f"| {size} | {dtype_name} | {mode} | refused | | |", flush=True)
+                    continue
                 with decode.prepared():  # the fp32 mode casts the decoder here (as optimize_latents does)
                     _, grad = latent_gradient(latents, decode, target, paint, loss_scale=decode.loss_scale)
                 seconds = time.perf_counter() - start

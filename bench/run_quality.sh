@@ -4,6 +4,7 @@
 #   bash bench/run_quality.sh               # every section, default counts -> build/quality-run
 #   bash bench/run_quality.sh decoders      # GradOP+ with every guidance decoder -> build/quality-decoders
 #   bash bench/run_quality.sh window        # SDEdit against GradOP+ with two earlier pulls -> build/quality-window
+#   bash bench/run_quality.sh bf16          # GradOP+ with its decoder in fp32 and under bf16 autocast -> build/quality-bf16
 #   bash bench/run_quality.sh parity        # vae-half against the exact VAE on 216 paintings -> build/quality-parity
 # Every mode measures the shipped demo model on its world (3) with its judge (judge3).
 set -euo pipefail
@@ -16,6 +17,9 @@ elif [ "${1:-}" = window ]; then
     out=build/quality-window
     args=(--ambiguous 0 --edit 0 --settings text2img "sdedit 0.5" "sdedit 0.6" "sdedit 0.7" "sdedit 0.8" "sdedit 0.9"
           "gradop+" "gradop+ s0.85 it2 lr0.15" "gradop+ s0.9 it2" "gradop+ s0.95 it2 gs16")
+elif [ "${1:-}" = bf16 ]; then
+    out=build/quality-bf16
+    args=(--ambiguous 0 --edit 0 --settings text2img "gradop+ fp32" "gradop+ bf16")
 elif [ "${1:-}" = parity ]; then
     out=build/quality-parity
     args=(--world 108 --app 108 --ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae-half")

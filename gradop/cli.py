@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--gamma", type=float, default=d["gamma"],
                      help=f"gradop: pull towards the text-only sample (default {d['gamma']:g})")
     gen.add_argument("--guidance-precision", choices=PRECISION_MODES, default=d["guidance_precision"],
-                     help="gradients through an fp16/bf16 VAE: auto, fp32 (decoder in fp32) or scaled (loss scaling)")
+                     help="the guidance decoder's precision: auto, fp32 (decoder in fp32), scaled (loss scaling, fp16), "
+                          "bf16 (autocast: faster on CPUs with AMX, where auto picks it)")
     gen.add_argument("--guidance-batch", type=int, default=d["guidance_batch"],
                      help=f"images optimised at a time (memory; same result; default {d['guidance_batch']})")
     gen.add_argument("--guidance-checkpointing", action="store_true",

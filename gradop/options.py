@@ -158,8 +158,8 @@ class GuidanceKnobs(Knobs):
                                       help="end an optimisation once the loss changes by less than this "
                                            "fraction per step (0: always run every step)")
     guidance_precision: str = knob("auto", "guidance precision", choices=PRECISION_MODES,
-                                   help="gradients through an fp16/bf16 decoder: scaled loss or fp32 decoder "
-                                        "(auto: what measured correct for the dtype)")
+                                   help="gradients through the decoder: scaled loss or fp32 decoder for fp16, bf16 "
+                                        "autocast (auto: what measured correct for the dtype and CPU)")
     guidance_batch: int = knob(1, "guidance batch", whole=True, low=1, record=False,
                                help="images decoded and differentiated at a time (memory; same result)")
     guidance_checkpointing: bool = knob(False, "guidance checkpointing", boolean=True, record=False,

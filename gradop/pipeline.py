@@ -222,6 +222,7 @@ class GradopPipeline:
                     if edit:  # the pull towards the strokes counts the painted pixels only
                         paint, target = edit_setup.guidance(paint, target)
                     decode = self.guidance_decode(opts)
+                    params["guidance_precision"] = decode.mode  # what "auto" chose here (it depends on the CPU)
                     if method == "gradop+":
                         start_image = stroke_image if edit and edit_opts.edit_start == "painting" else None
                         images, losses = self._gradop_plus(call, height, width, decode, target, paint, opts, callback,

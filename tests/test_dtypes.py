@@ -55,3 +55,16 @@ def test_v_prediction_model_end_to_end(tiny_pipe, strokes):
     assert blurred_l2(guided.images[0], strokes) < blurred_l2(text_only.images[0], strokes)
     for method in ("sdedit", "gradop"):
         assert len(v_pipe.generate(method, PROMPT, strokes, steps=3, opt_steps=2, seed=0).images) == 1
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_the_png_records_the_guidance_precision_that_ran(tiny_pipe, strokes, monkeypatch, fast_bf16):
+    from gradop import precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_bf16)  # "auto" picks bf16 on such CPUs
+    auto = tiny_pipe.gradop_plus(PROMPT, strokes, steps=4, seed=0)
+    assert auto.params["guidance_precision"] == ("bf16" if fast_bf16 else "native")
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: not fast_bf16)  # another machine
+    again = tiny_pipe.gradop_plus(PROMPT, strokes, steps=4, seed=0, guidance_precision=auto.params["guidance_precision"])
+    assert np.array_equal(pixels(again), pixels(auto))  # what the PNG says reproduces the image there
+    assert not np.array_equal(pixels(tiny_pipe.gradop_plus(PROMPT, strokes, steps=4, seed=0)), pixels(auto))

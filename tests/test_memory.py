@@ -14,14 +14,19 @@ def pixels(result):
     return np.stack([np.asarray(image, dtype=np.int16) for image in result.images])
 
 
-def test_chunked_guidance_and_checkpointing_give_the_same_images(tiny_pipe, strokes):
-    common = dict(steps=4, grad_steps=3, num_images=2, seed=0)
+@pytest.mark.parametrize("precision", ["native", "bf16"])  # "auto" is either, depending on the CPU
+def test_chunked_guidance_and_checkpointing_give_the_same_images(tiny_pipe, strokes, precision):
+    common = dict(steps=4, grad_steps=3, num_images=2, seed=0, guidance_precision=precision)
     whole = tiny_pipe.gradop_plus(PROMPT, strokes, guidance_batch=2, **common)
     per_image = tiny_pipe.gradop_plus(PROMPT, strokes, guidance_batch=1, **common)
     checkpointed = tiny_pipe.gradop_plus(PROMPT, strokes, guidance_checkpointing=True, **common)
-    assert np.abs(pixels(whole) - pixels(per_image)).max() <= 1  # float summation order only
+    difference = np.abs(pixels(whole) - pixels(per_image))
+    if precision == "native":
+        assert difference.max() <= 1  # float summation order only
+        assert whole.losses == pytest.approx(per_image.losses, rel=1e-5)
+    else:  # bf16 rounds a batch differently from one image: close, not equal
+        assert difference.mean() <= 2 and whole.losses == pytest.approx(per_image.losses, rel=1e-2)
     assert np.array_equal(pixels(per_image), pixels(checkpointed))
-    assert whole.losses == pytest.approx(per_image.losses, rel=1e-5)
     assert not tiny_pipe.vae.is_gradient_checkpointing  # switched on for the call only
     assert "guidance_batch" not in whole.params and "guidance_checkpointing" not in whole.params
 

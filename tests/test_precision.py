@@ -75,10 +75,38 @@ def test_fp32_mode_casts_the_decoder_for_the_optimisation_only():
     assert all(torch.equal(v, vae.state_dict()[k]) and v.dtype == vae.state_dict()[k].dtype for k, v in before.items())
 
 
+def test_bf16_mode_backpropagates_in_bf16_and_matches_fp32(case):
+    size, latents, reference = case
+    vae = narrow_sd_vae(torch.float32)
+    seen = set()
+    hook = vae.decoder.conv_out.register_full_backward_hook(lambda m, gi, go: seen.add(go[0].dtype))
+    try:
+        grad = gradient(vae, "bf16", size, latents)
+    finally:
+        hook.remove()
+    assert seen == {torch.bfloat16}  # the decoder's backward ran in bf16, not in the VAE's fp32
+    assert cosine(grad, reference) >= 0.99, size
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_auto_uses_bf16_for_fp32_on_cpus_that_compute_it_natively(monkeypatch, fast_bf16):
+    from gradop import precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert resolve_precision("auto", torch.float32, "cpu") == ("bf16" if fast_bf16 else "native")
+    assert resolve_precision("auto", torch.float32, "cuda") == "native"
+    assert resolve_precision("auto", torch.float16, "cpu") == "scaled"
+    assert guidance_decode(narrow_sd_vae(torch.float32)).mode == ("bf16" if fast_bf16 else "native")
+
+
 def test_precision_modes_resolve_per_dtype():
     assert resolve_precision("auto", torch.float32) == "native"
     assert resolve_precision("auto", torch.float16) == "scaled"
     assert resolve_precision("fp32", torch.float32) == "native"  # nothing to do in fp32
     assert resolve_precision("scaled", torch.bfloat16) == "scaled"
+    assert resolve_precision("bf16", torch.float32) == "bf16"  # an fp32 model's decoder at bf16 speed
+    assert resolve_precision("bf16", torch.bfloat16) == "native"
+    with pytest.raises(ValueError, match="'bf16' is for fp32 or bf16 models"):
+        resolve_precision("bf16", torch.float16)
     with pytest.raises(ValueError, match="unknown guidance precision"):
         resolve_precision("fp8", torch.float16)

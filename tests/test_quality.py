@@ -264,9 +264,18 @@ def test_decoder_parity_compares_the_cheap_decoder_with_the_full_vae(factor, noi
     # A cheap decoder: blurred L2 scaled by `factor`, plus per-image noise (a wide CI).
     cheap = [{**r, "setting": "gradop+ linear", "seconds": 0.5,
               "blurred_l2": r["blurred_l2"] * factor + float(rng.normal(0, noise))} for r in base]
-    summary = summarise(rows + exact + cheap)
+    bf16 = [{**r, "setting": "gradop+ bf16", "realism_judge": r["realism_judge"] * 0.9} for r in base]
+    summary = summarise(rows + exact + cheap + bf16)
     parity = summary["decoder_parity"]["gradop+ linear"]
-    assert parity["against"] == "gradop+ vae" and parity["decoder"] == "linear"
+    assert parity["against"] == "gradop+ vae" and parity["decoder"] == "linear" and parity["precision"] == "auto"
+    in_bf16 = summary["decoder_parity"]["gradop+ bf16"]  # the exact decoder under bf16 autocast
+    assert in_bf16["against"] == "gradop+ vae" and (in_bf16["decoder"], in_bf16["precision"]) == ("vae", "bf16")
+    assert in_bf16["realism_judge"]["relative"] == pytest.approx(-0.1) and in_bf16["within"] is False
+    # With the fp32 decoder run by name ("auto" is bf16 on some CPUs), that is the exact path.
+    fp32 = [{**r, "setting": "gradop+ fp32", "realism_judge": r["realism_judge"] * 0.5} for r in base]
+    against_fp32 = summarise(rows + exact + bf16 + fp32)["decoder_parity"]
+    assert against_fp32["gradop+ bf16"]["against"] == "gradop+ fp32"
+    assert against_fp32["gradop+ bf16"]["realism_judge"]["relative"] == pytest.approx(0.8)
     assert parity["blurred_l2"]["relative"] == pytest.approx(factor - 1, abs=0.01 if noise else 1e-9)
     assert parity["realism_judge"]["relative"] == pytest.approx(0, abs=1e-9)
     assert parity["within"] is within and parity["within_ci"] is within_ci
@@ -321,3 +330,13 @@ def test_tuning_paintings_alternate_renderers_on_their_own_seed_range():
     assert np.array_equal(np.asarray(strokes), np.asarray(render_app_painting(scene).resize((64, 64), Image.LANCZOS)))
     # Apart from the benchmark's held-out ranges (each used for at most a few hundred paintings).
     assert all(abs(TUNING_SEED - start) > 10_000 for start in (WORLD_SEED, APP_SEED))
+
+
+def test_every_named_setting_is_a_call_the_library_accepts():
+    from gradop.options import parse_options
+    from gradop.quality.runner import SETTINGS_BY_LABEL
+
+    for label, setting in SETTINGS_BY_LABEL.items():
+        _, options = parse_options(setting.method, setting.kwargs)  # raises on an unknown knob or bad value
+        for name, value in setting.options:
+            assert getattr(options, name) == value, label

@@ -76,10 +76,10 @@ def markdown(summary: dict) -> str:
                          f"{e['seconds_per_image']:.2f} |")
     lines.append(f"\nVerdict: **{p2['verdict']}**.\n")
     if parity := summary.get("decoder_parity"):
-        lines += ["## Guidance decoders: a cheap decoder against the full VAE\n",
-                  f"The same GradOP+ setting with another guidance decoder (issue 12: parity = every relative change "
-                  f"within {PARITY:.0%}). Relative change = (cheap - full) / full of the means; the CI is the paired "
-                  "difference.\n",
+        lines += ["## Guidance decoders: a cheaper path against the full VAE\n",
+                  "The same GradOP+ setting with another guidance decoder or precision (issue 12: parity = every "
+                  f"relative change within {PARITY:.0%}). Relative change = (cheap - full) / full of the means; "
+                  "the CI is the paired difference.\n",
                   "| setting | against | score | cheap | full VAE | relative change | paired diff | s/image cheap / full |",
                   "|---|---|---|---|---|---|---|---|"]
         for label, e in parity.items():

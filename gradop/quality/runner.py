@@ -80,7 +80,10 @@ WINDOW_SETTINGS = (
     Setting("gradop+ s0.9 it2", "gradop+", (("strength", 0.9), ("iterations", 2))),
     Setting("gradop+ s0.95 it2 gs16", "gradop+", (("strength", 0.95), ("iterations", 2), ("grad_steps", 16))),
 )
-EXTRA_SETTINGS = DECODER_SETTINGS + WINDOW_SETTINGS  # run only when named with --settings
+# The exact VAE path in fp32 and under bf16 autocast (what "auto" runs on CPUs with native bf16).
+PRECISION_SETTINGS = (Setting("gradop+ fp32", "gradop+", (("guidance_precision", "native"),)),
+                      Setting("gradop+ bf16", "gradop+", (("guidance_precision", "bf16"),)))
+EXTRA_SETTINGS = DECODER_SETTINGS + WINDOW_SETTINGS + PRECISION_SETTINGS  # run only when named with --settings
 SETTINGS_BY_LABEL = {s.label: s for s in (*GUIDED_SETTINGS, *EXTRA_SETTINGS, PAINTING_LIKE_REFERENCE)}
 
 

@@ -106,32 +106,38 @@ def promise_one(rows: list[dict], validation: dict) -> dict:
 
 
 def decoder_parity(rows: list[dict], validation: dict) -> dict:
-    """GradOP+ at its defaults with each cheap guidance decoder against the full VAE (a setting
-    that differs from the defaults at most by its decoder): the relative change of mean blurred
-    L2 and of each validated realism signal, with the paired CI of the difference."""
+    """GradOP+ at its defaults with each cheaper guidance path (another decoder, or the decoder
+    under bf16 autocast) against the full VAE in its own precision (a setting that differs from
+    the defaults at most by those knobs): the relative change of mean blurred L2 and of each
+    validated realism signal, with the paired CI of the difference."""
     from gradop.options import GradopPlusOptions
     from gradop.quality.runner import SETTINGS_BY_LABEL
 
+    cheap_knobs, defaults = {"guidance_decoder", "guidance_precision"}, GradopPlusOptions()
     guided = _rows(rows, section="guided")
-    decoders = {}  # decoder -> label, for the defaults-but-decoder settings that were run
+    paths = {}  # (decoder, precision) -> label, for the settings that were run
     for label in dict.fromkeys(_column(guided, "setting")):
         setting = SETTINGS_BY_LABEL.get(label)
-        if setting is None or setting.method != "gradop+" or set(setting.kwargs) - {"guidance_decoder"}:
+        if setting is None or setting.method != "gradop+" or set(setting.kwargs) - cheap_knobs:
             continue
-        if "guidance_decoder" in setting.kwargs:  # a label that names its decoder wins over the default's
-            decoders[setting.kwargs["guidance_decoder"]] = label
+        path = (setting.kwargs.get("guidance_decoder", defaults.guidance_decoder),
+                setting.kwargs.get("guidance_precision", defaults.guidance_precision))
+        if setting.kwargs:  # a label that names its path wins over the defaults'
+            paths[path] = label
         else:
-            decoders.setdefault(GradopPlusOptions().guidance_decoder, label)
+            paths.setdefault(path, label)
     keys = ["blurred_l2"] + [f"realism_{s}" for s in SIGNALS if validation.get(s, {}).get("valid")]
     out = {}
-    if "vae" not in decoders:
+    # The exact path: the fp32 decoder when it was run by name ("auto" is bf16 on some CPUs).
+    exact = ("vae", "native") if ("vae", "native") in paths else ("vae", "auto")
+    if exact not in paths:
         return out
-    full = _rows(guided, setting=decoders["vae"])
-    for decoder, label in decoders.items():
-        if decoder == "vae":
+    full = _rows(guided, setting=paths[exact])
+    for (decoder, precision), label in paths.items():
+        if (decoder, precision) == exact:
             continue
         cheap = _rows(guided, setting=label)
-        entry = {"against": decoders["vae"], "decoder": decoder}
+        entry = {"against": paths[exact], "decoder": decoder, "precision": precision}
         for key in keys:
             a, b = float(np.mean(_column(cheap, key))), float(np.mean(_column(full, key)))
             entry[key] = {"cheap": a, "full": b, "relative": (a - b) / abs(b) if b else float("nan"),
