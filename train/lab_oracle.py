@@ -26,18 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradop.images import pil_to_tensor  # noqa: E402
 from gradop.painting import gaussian_blur, make_painting_fn  # noqa: E402
 from gradop.quality.scenes import tuning_painting  # noqa: E402
-from gradop.world import render_photo  # noqa: E402
-from gradop.world.judge import load_judge  # noqa: E402
+from gradop.world import DEFAULT_WORLD, render_photo  # noqa: E402
+from gradop.world.judge import JUDGES, load_judge  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", type=int, choices=(2, 3), default=2)
-    parser.add_argument("--judge", default="pretrained_models/gradop-demo/judge2")
+    parser.add_argument("--world", type=int, choices=(2, 3), default=DEFAULT_WORLD, help="default: the shipped model's")
+    parser.add_argument("--judge", default=None, help="judge folder (default: the shipped judge of --world)")
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[2, 4])
     args = parser.parse_args()
     torch.set_num_threads(1)
+    args.judge = args.judge or str(JUDGES[args.world])
     judge, paint = load_judge(args.judge), make_painting_fn("blur", 64, 64)
     rows: dict[str, list[tuple[float, float]]] = {}
 
