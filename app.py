@@ -231,7 +231,8 @@ def advanced_section() -> None:
                     help="How an image is reduced to a painting: blur (release) or median + palette (slower).")
         a.number_input("Learning rate", *RANGES["lr"], step=0.01, format="%.3f", key="lr",
                        disabled=not (plus or two_pass), help="GradOP+ and GradOP: the Adam step on the latent (0.1).")
-        b.selectbox("Guidance decoder", CHOICES["guidance_decoder"], key="guidance_decoder", disabled=not (plus or two_pass),
+        b.selectbox("Guidance decoder", CHOICES["guidance_decoder"], key="guidance_decoder",
+                    disabled=not (plus or two_pass),
                     help="What decodes the latent while it is pulled to the strokes: vae (exact, the release's) or "
                          "a cheaper stand-in (faster on a CPU, less realistic on the demo model; README).")
         a.selectbox("Guided latent", CHOICES["guidance_latent"], key="guidance_latent", disabled=not plus,
