@@ -128,14 +128,20 @@ def test_job_sets_torch_threads_on_its_worker_thread():
         torch.set_num_threads(before)
 
 
+class Steps:
+    """A FakePipeline gate: the pipeline takes one step per release."""
+
+    def __init__(self):
+        self._steps = threading.Semaphore(0)
+
+    def wait(self):
+        self._steps.acquire()
+
+    def release(self, n):
+        self._steps.release(n)
+
+
 def test_seconds_left_extrapolates_from_the_last_runs_progress():
-    class Steps:  # the fake pipeline takes one step per release
-        def __init__(self):
-            self.semaphore = threading.Semaphore(0)
-
-        def wait(self):
-            self.semaphore.acquire()
-
     def reach(step):
         deadline = time.monotonic() + 30
         while (job.run_index, job.step) != step and time.monotonic() < deadline:
@@ -145,15 +151,15 @@ def test_seconds_left_extrapolates_from_the_last_runs_progress():
     runs = [Run("A", "gradop+", {"prompt": "p"}), Run("B", "text", {"prompt": "p"})]
     job = GenerationJob(FakePipeline(steps=4, gate=steps), runs).start()
     assert job.seconds_left() == math.inf  # no progress yet: nothing to extrapolate from
-    steps.semaphore.release(3)
+    steps.release(3)
     reach((0, 3))
     assert job.seconds_left() == math.inf  # another run follows, whose cost this one does not tell
-    steps.semaphore.release(3)
+    steps.release(3)
     reach((1, 2))
     run_started = job._run_started
     left = job.seconds_left()
     assert 0 < left <= time.monotonic() - run_started  # the last run half done: as long again
-    steps.semaphore.release(2)
+    steps.release(2)
     assert job.wait(30) and job.seconds_left() == 0.0
 
 
@@ -255,17 +261,6 @@ def test_a_short_disconnect_does_not_cancel_the_job():
 
 
 def test_previews_are_decoded_only_when_the_page_asks():
-    class Steps:  # the fake pipeline takes one step per release
-        def __init__(self):
-            self._steps = threading.Semaphore(0)
-
-        def wait(self):
-            self._steps.acquire()
-
-        def release(self, n):
-            for _ in range(n):
-                self._steps.release()
-
     steps = Steps()
     pipeline = FakePipeline(steps=6, gate=steps)
     job = GenerationJob(pipeline, [Run("A", "text", {"prompt": "p"})])
