@@ -6,6 +6,7 @@ bench_methods.sd15_components), one run of each, on one machine:
     python bench/bench_guidance.py                     # CPU: 256 px, 50 steps
     python bench/bench_guidance.py --device cuda --dtype float16 --size 512 --steps 50
     python bench/bench_guidance.py --options vae --precisions auto bf16 --guidance-only   # bf16 autocast
+    python bench/bench_guidance.py --device cuda --size 512 --options vae --guidance-only --compile-unet --compile-decoder
 
 text2img is timed first and last; the ratios use the mean of the two (the machine's load may
 drift during the run). SDEdit (strength 0.8) and GradOP (two passes) get a line each too, so one
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--early-stop", type=float, default=0.0, help="guidance_early_stop for every line")
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels_last memory format")
     parser.add_argument("--compile-decoder", action="store_true", help="torch.compile the guidance decoders")
+    parser.add_argument("--compile-unet", action="store_true", help="torch.compile the UNet (CUDA graphs on CUDA)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--guidance-only", action="store_true", help="skip the SDEdit and GradOP lines")
     args = parser.parse_args()
@@ -61,12 +63,13 @@ def main() -> None:
     torch.manual_seed(1)
     tiny = AutoencoderTiny().to(device=device, dtype=dtype)  # TAESD's architecture, random weights
     pipe = GradopPipeline(components, model_name="sd15-architecture-random", device=device, dtype=dtype,
-                          tiny_decoder=tiny, compile_decoder=args.compile_decoder)
+                          tiny_decoder=tiny, compile_decoder=args.compile_decoder, compile_unet=args.compile_unet)
     image, prompt = strokes(args.size), "a photo of a fox beside a tree"
     common = dict(height=args.size, width=args.size, steps=args.steps, seed=0)
     default = GradopPlusOptions().guidance_decoder
     print(f"device {device}, {dtype}, {args.size}x{args.size}, {args.steps} steps, torch threads "
-          f"{torch.get_num_threads()}, channels_last {args.channels_last}, compile {args.compile_decoder}, "
+          f"{torch.get_num_threads()}, channels_last {args.channels_last}, compile decoder {args.compile_decoder}, "
+          f"compile UNet {args.compile_unet}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     pipe.text2img(prompt, **common | {"steps": 1})  # warm-up (allocator, kernels)

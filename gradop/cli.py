@@ -133,6 +133,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> 
                         help="keep models in CPU memory, each moved to the GPU while it runs (small GPUs)")
     parser.add_argument("--compile-decoder", action="store_true",
                         help="torch.compile the guidance decoder (GPU: ~30%% faster GradOP+ after a one-time compile)")
+    parser.add_argument("--compile-unet", action="store_true",
+                        help="torch.compile the UNet, with CUDA graphs on a GPU (H100: 50 steps in 0.5 s instead of "
+                             "1.5-2.5 s, after ~70 s of compiling; worth it for many images)")
 
 
 def parse_region_flags(flags: list[str], spec_path: Path | None) -> dict:
@@ -269,7 +272,7 @@ def generate(args) -> int:
                                           allow_pickle=args.allow_pickle, config=args.config,
                                           tiny_decoder=args.tiny_decoder, vae_slicing=args.vae_slicing,
                                           vae_tiling=args.vae_tiling, cpu_offload=args.cpu_offload,
-                                          compile_decoder=args.compile_decoder)
+                                          compile_decoder=args.compile_decoder, compile_unet=args.compile_unet)
     options, strokes = plan.options, plan.strokes
     # With a background the pipeline fits the photo's shape to the model's size itself.
     if strokes is not None and options.get("background") is None and args.height is None and args.width is None:

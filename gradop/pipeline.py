@@ -25,7 +25,7 @@ from gradop.attention import AttentionRecorder, attention_grid, region_control
 from gradop.decoders import GuidanceDecoders, resize_target
 from gradop.editing import EditOptions, LatentBlend, encode_image, fit_size, prepare_edit
 from gradop.images import load_image, pil_to_tensor, to_rgb
-from gradop.models import ddim_scheduler, load_components
+from gradop.models import compile_unet as compile_unet_module, ddim_scheduler, load_components
 from gradop.optimize import optimize_latents
 from gradop.guidance import GradopPlusCallback, guidance_window
 from gradop.options import METHODS, normalise_seed, parse_options, validate_options
@@ -40,7 +40,7 @@ __all__ = ["GradopPipeline", "GenerationResult", "GenerationCancelled", "Progres
 
 class GradopPipeline:
     def __init__(self, components: dict, *, model_name: str = "in-memory", device=None, dtype=None,
-                 tiny_decoder=None, compile_decoder: bool = False):
+                 tiny_decoder=None, compile_decoder: bool = False, compile_unet: bool = False):
         self.components = {k: v for k, v in components.items() if k not in ("safety_checker", "feature_extractor")}
         self.vae, self.unet, self.tokenizer = components["vae"], components["unet"], components["tokenizer"]
         self.text_encoder = components["text_encoder"]
@@ -54,17 +54,22 @@ class GradopPipeline:
         # The decoders of the optimisation (options' guidance_decoder), built on first use.
         self.guidance_decoders = GuidanceDecoders(self.vae, model_name=model_name, tiny_source=tiny_decoder,
                                                   compile=compile_decoder)
+        # The UNet the sampling loops call (compile_unet: see models.compile_unet); calls with region
+        # words or attention maps swap its attention processors, so they run the eager one.
+        self.compiled_unet = compile_unet_module(self.unet, self.device) if compile_unet else None
+        self._sampling_unet = self.unet
 
     @classmethod
     def from_pretrained(cls, model: str, *, tiny_decoder=None, compile_decoder: bool = False,
-                        **load_kwargs) -> "GradopPipeline":
+                        compile_unet: bool = False, **load_kwargs) -> "GradopPipeline":
         """Load any SD 1.x/2.x hub id, diffusers folder or .safetensors file (see models.load_components).
 
         tiny_decoder: an AutoencoderTiny (folder, hub id or object) for guidance_decoder="tiny";
-        compile_decoder: torch.compile the guidance decoders."""
+        compile_decoder: torch.compile the guidance decoders; compile_unet: torch.compile the UNet
+        (CUDA graphs on CUDA; models.compile_unet)."""
         components, device, dtype = load_components(model, **load_kwargs)
         return cls(components, model_name=str(model), device=device, dtype=dtype, tiny_decoder=tiny_decoder,
-                   compile_decoder=compile_decoder)
+                   compile_decoder=compile_decoder, compile_unet=compile_unet)
 
     # ---- the four methods -------------------------------------------------------------
 
@@ -197,6 +202,9 @@ class GradopPipeline:
                 append_missing_words, attention_maps,
             )
             params.update(region_params, prompt=prompt)
+            controls_attention = bool(regions) or attention_maps  # _region_control's processors are on
+            self._sampling_unet = self.compiled_unet if self.compiled_unet is not None and not controls_attention \
+                else self.unet
             call = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=sampling.steps,
                         guidance_scale=sampling.guidance_scale, eta=sampling.eta, generator=generator,
                         num_images_per_prompt=sampling.num_images)
@@ -256,8 +264,8 @@ class GradopPipeline:
 
     def _diffusers(self, cls):
         # A per-call diffusers pipeline over the shared modules, with its own scheduler state.
-        pipe = cls(**self.components | {"scheduler": ddim_scheduler(self.scheduler_config)},
-                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        modules = self.components | {"unet": self._sampling_unet, "scheduler": ddim_scheduler(self.scheduler_config)}
+        pipe = cls(**modules, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

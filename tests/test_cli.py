@@ -255,8 +255,12 @@ def test_a_large_scribble_on_the_small_demo_model_is_made_at_its_native_size(tmp
     assert "gradop: note: 'gradop-demo' is a small model made for 64 px: generating 64x64 from the 128x128" in err
 
 
-def test_compile_decoder_flag_reaches_the_guidance_decoders(tiny_model_dir, tmp_path, monkeypatch):
+def test_compile_flags_reach_the_pipeline(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
     from gradop.pipeline import GradopPipeline
+
+    monkeypatch.setattr(torch, "compile", lambda module, **_: module)  # a real first call compiles for minutes
 
     loaded = []
     original = GradopPipeline.from_pretrained.__func__
@@ -266,8 +270,10 @@ def test_compile_decoder_flag_reaches_the_guidance_decoders(tiny_model_dir, tmp_
         return loaded[-1]
 
     monkeypatch.setattr(GradopPipeline, "from_pretrained", classmethod(recording))
-    for flags, compiled in (([], False), (["--compile-decoder"], True)):
+    for flags, decoder, unet in (([], False, False), (["--compile-decoder"], True, False),
+                                 (["--compile-unet"], False, True)):
         out = tmp_path / f"t{len(loaded)}.png"
         assert main(["generate", "--method", "text", "--prompt", "a tree", "--out", str(out), "--model",
                      str(tiny_model_dir), "--steps", "2", "--seed", "1", *flags]) == 0
-        assert loaded[-1].guidance_decoders.compile is compiled
+        assert loaded[-1].guidance_decoders.compile is decoder
+        assert (loaded[-1].compiled_unet is not None) is unet

@@ -282,3 +282,49 @@ def test_median_palette_through_the_whole_pipeline(tiny_pipe, strokes):
     assert blurred_l2(median.images[0], strokes) < blurred_l2(text_only.images[0], strokes)
     two_pass = tiny_pipe.gradop(PROMPT, strokes, steps=4, opt_steps=5, painting="median-palette", seed=0)
     assert two_pass.params["painting"] == "median-palette" and len(two_pass.losses) == 5
+
+
+class CountingModule(torch.nn.Module):
+    """Stands in for torch.compile's wrapper (whose first call takes minutes on a CPU): the same
+    module behind a forward that counts its calls, attributes (config, dtype) read through."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.module(*args, **kwargs)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def test_compile_unet_samples_with_the_compiled_unet_except_under_region_control(tiny_pipe, strokes, monkeypatch):
+    from gradop.models import compile_unet
+    from gradop.pipeline import GradopPipeline
+
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: modes.append(mode) or CountingModule(module))
+    pipe = GradopPipeline(tiny_pipe.components, model_name="tiny-random", compile_unet=True)
+    assert modes == [None]  # Inductor's default on the CPU
+    compiled = pipe.compiled_unet
+    for method in METHODS:  # the compiled UNet runs every sampling loop, to the same pixels
+        before = compiled.calls
+        assert np.array_equal(pixels(pipe.generate(method, PROMPT, strokes, **FAST)),
+                              pixels(tiny_pipe.generate(method, PROMPT, strokes, **FAST))), method
+        assert compiled.calls > before, method
+    # Region words and attention maps swap the attention processors: the eager UNet runs them.
+    regions = {"#285adc": "fox", "#c83228": "tree"}
+    before = compiled.calls
+    for extra in (dict(regions=regions), dict(attention_maps=True)):
+        assert np.array_equal(pixels(pipe.gradop_plus(PROMPT, strokes, **extra, **FAST)),
+                              pixels(tiny_pipe.gradop_plus(PROMPT, strokes, **extra, **FAST)))
+    assert compiled.calls == before
+    pipe.text2img(PROMPT, **FAST)  # and the next plain call is compiled again
+    assert compiled.calls == before + FAST["steps"]
+    compile_unet(tiny_pipe.unet, "cuda")
+    assert modes[-1] == "reduce-overhead"  # CUDA graphs on a GPU
