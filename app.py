@@ -26,7 +26,10 @@ that file:
   while editing app.py (rerun on save).
 One model is loaded per process and jobs of all tabs share it, one at a time. On a CPU a
 generation uses every core but one (`--threads N` / GRADOP_THREADS / `threads` in the config file
-to choose): the browser and the server's own loop need the last one.
+to choose): the browser and the server's own loop need the last one. `--compile` (GRADOP_COMPILE=1,
+`compile = true`) compiles the UNet and the guidance decoder: each image size's first generation
+then waits for the compiler (about 70 s per model on a GPU or this CPU; seconds once Inductor's
+disk cache holds it), and later ones run faster (README, "compile_unet").
 """
 
 from __future__ import annotations
@@ -63,10 +66,11 @@ STATE = dict(outputs=[], history=[], job=None, notice=None, canvas_version=0, ca
 # ----------------------------------------------------------------------------- model
 
 @st.cache_resource(show_spinner="Loading the model (once per server process)…", max_entries=2)
-def load_pipeline(name: str, device: str | None, dtype: str | None):
+def load_pipeline(name: str, device: str | None, dtype: str | None, compile: bool = False):
     from gradop.pipeline import GradopPipeline
 
-    return GradopPipeline.from_pretrained(name, device=device, dtype=dtype)
+    return GradopPipeline.from_pretrained(name, device=device, dtype=dtype, compile_unet=compile,
+                                          compile_decoder=compile)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -82,7 +86,7 @@ def sidebar(config: serving.AppConfig):
                               help="The models this server offers (set by its operator).")
         name = serving.choose_model(choice, config)
         try:
-            pipeline = load_pipeline(name, config.device, config.dtype)
+            pipeline = load_pipeline(name, config.device, config.dtype, config.compile)
         except ValueError as error:  # ModelLoadError: offline, missing, refused pickle, ...
             st.error(jobs.user_message(error).replace(name, serving.model_label(name)))  # no server paths
             return None

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from gradop.compiling import CheckedCompile
+
 GUIDANCE_DECODERS = ("vae", "vae-half", "linear", "conv", "tiny")
 HALF_MIN_CELLS = 8  # "vae-half" halves a latent only if its short side keeps this many cells
 DEMO_TINY_DECODER = Path(__file__).resolve().parents[1] / "pretrained_models" / "gradop-demo-taesd"
@@ -195,7 +197,8 @@ class GuidanceDecoders:
     """The guidance decoders of one loaded model, built on first use and kept (thread-safe).
 
     `tiny_source`: an AutoencoderTiny, a folder or a hub id for "tiny"; default: the distilled
-    decoder shipped for `model_name`, if any. `compile=True` wraps each decoder in torch.compile.
+    decoder shipped for `model_name`, if any. `compile=True` wraps each decoder in torch.compile,
+    checked against the eager decoder before use (gradop.compiling.CheckedCompile).
     """
 
     def __init__(self, vae, *, model_name: str = "", tiny_source=None, compile: bool = False):
@@ -210,7 +213,7 @@ class GuidanceDecoders:
             if name not in self._built:
                 decoder = self._build(name)
                 if self.compile:
-                    decoder = replace(decoder, decode=torch.compile(decoder.decode))
+                    decoder = replace(decoder, decode=CheckedCompile(decoder.decode, name))
                 self._built[name] = decoder
             return self._built[name]
 

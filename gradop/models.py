@@ -81,15 +81,6 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def compile_unet(unet, device) -> torch.nn.Module:
-    """The UNet under torch.compile: on CUDA with CUDA graphs (mode "reduce-overhead"), because on a
-    fast GPU the sampling loop waits on Python launching kernels, not on the kernels (measured on an
-    H100 at SD 1.5's size: 50 steps took 1.5-2.5 s eager with the GPU busy 0.64 s of it, 0.50 s
-    graphed); elsewhere Inductor's default. It compiles on the first call (about 70 s there) and
-    again for each new image size or batch."""
-    return torch.compile(unet, mode="reduce-overhead" if torch.device(device).type == "cuda" else None)
-
-
 def ddim_scheduler(config: dict):
     """A fresh DDIM scheduler with the release's settings, keeping the model's prediction type.
 

@@ -25,7 +25,8 @@ from gradop.attention import AttentionRecorder, attention_grid, region_control
 from gradop.decoders import GuidanceDecoders, resize_target
 from gradop.editing import EditOptions, LatentBlend, encode_image, fit_size, prepare_edit
 from gradop.images import load_image, pil_to_tensor, to_rgb
-from gradop.models import compile_unet as compile_unet_module, ddim_scheduler, load_components
+from gradop.compiling import compile_unet as compile_unet_module
+from gradop.models import ddim_scheduler, load_components
 from gradop.optimize import optimize_latents
 from gradop.guidance import GradopPlusCallback, guidance_window
 from gradop.options import METHODS, normalise_seed, parse_options, validate_options
@@ -54,7 +55,7 @@ class GradopPipeline:
         # The decoders of the optimisation (options' guidance_decoder), built on first use.
         self.guidance_decoders = GuidanceDecoders(self.vae, model_name=model_name, tiny_source=tiny_decoder,
                                                   compile=compile_decoder)
-        # The UNet the sampling loops call (compile_unet: see models.compile_unet); calls with region
+        # The UNet the sampling loops call (compile_unet: see gradop.compiling); calls with region
         # words or attention maps swap its attention processors, so they run the eager one.
         self.compiled_unet = compile_unet_module(self.unet, self.device) if compile_unet else None
         self._sampling_unet = self.unet

@@ -37,8 +37,9 @@ TEST_MODELS = frozenset({"tiny-random"})
 
 MODEL_ENV, ALLOWED_ENV, CONFIG_ENV = "GRADOP_MODEL", "GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG"
 DEVICE_ENV, DTYPE_ENV, THREADS_ENV = "GRADOP_DEVICE", "GRADOP_DTYPE", "GRADOP_THREADS"
+COMPILE_ENV = "GRADOP_COMPILE"
 DEFAULT_CONFIG_FILE = "gradop-app.toml"  # read from the working directory when present
-CONFIG_KEYS = {"model": str, "allowed_models": list, "device": str, "dtype": str, "threads": int}
+CONFIG_KEYS = {"model": str, "allowed_models": list, "device": str, "dtype": str, "threads": int, "compile": bool}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class AppConfig:
     device: str | None = None
     dtype: str | None = None
     threads: int | None = None  # torch CPU threads for generation (None: cpu_threads's default)
+    compile: bool = False  # torch.compile the UNet and the guidance decoder (GradopPipeline's compile_*)
 
 
 def _argument_parser() -> argparse.ArgumentParser:
@@ -65,6 +67,9 @@ def _argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: fp16 on CUDA, else fp32)")
     parser.add_argument("--threads", help="torch CPU threads for a generation (default: every core but one, "
                                           "left to the browser and the server)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the UNet (CUDA graphs on a GPU) and the guidance decoder: faster "
+                             "generations after a slow first one per image size")
     return parser
 
 
@@ -126,7 +131,18 @@ def resolve_config(argv: list[str] | None = None, environ: dict | None = None) -
         device=pick(args.device, DEVICE_ENV, "device"),
         dtype=pick(args.dtype, DTYPE_ENV, "dtype"),
         threads=_threads(args.threads or environ.get(THREADS_ENV) or file.get("threads")),
+        compile=True if args.compile else _flag(environ.get(COMPILE_ENV), COMPILE_ENV, file.get("compile", False)),
     )
+
+
+def _flag(value: str | None, name: str, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off (got {value!r})")
 
 
 def _threads(value) -> int | None:

@@ -30,7 +30,7 @@ PROMPT = "a red hut beside a blue lake"
 @pytest.fixture(autouse=True)
 def server_environment(monkeypatch):
     """The tiny model, whatever the app's default; no operator settings from the shell."""
-    for name in ("GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG", "GRADOP_DEVICE", "GRADOP_DTYPE"):
+    for name in ("GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG", "GRADOP_DEVICE", "GRADOP_DTYPE", "GRADOP_COMPILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GRADOP_MODEL", "tiny-random")
     # The app's jobs set torch's CPU threads (every core but one by default); keep this process's.
@@ -214,6 +214,15 @@ def test_the_servers_cpu_threads_reach_the_job(fake_generate, monkeypatch):
     assert threads == [torch.get_num_threads()]  # GRADOP_THREADS, set above
     job = at.session_state["job"]  # an instant job may already be collected (the last poll waits for it)
     assert job is None or job.wait(60)
+
+
+def test_the_operators_compile_setting_reaches_the_model(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **_: compiled.append(type(module).__name__) or module)
+    monkeypatch.setenv("GRADOP_COMPILE", "1")
+    at = open_app()
+    no_exception(at)
+    assert compiled == ["UNet2DConditionModel"]  # the guidance decoder compiles on its first use
 
 
 def test_reopen_restores_an_earlier_results_settings(fake_generate):

@@ -304,7 +304,7 @@ class CountingModule(torch.nn.Module):
 
 
 def test_compile_unet_samples_with_the_compiled_unet_except_under_region_control(tiny_pipe, strokes, monkeypatch):
-    from gradop.models import compile_unet
+    from gradop.compiling import compile_unet
     from gradop.pipeline import GradopPipeline
 
     modes = []

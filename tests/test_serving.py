@@ -14,7 +14,7 @@ from gradop.serving import AppConfig
 def clean_environment(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no ./gradop-app.toml unless a test writes one
     for name in ("GRADOP_MODEL", "GRADOP_ALLOWED_MODELS", "GRADOP_CONFIG", "GRADOP_DEVICE", "GRADOP_DTYPE",
-                 "GRADOP_THREADS"):
+                 "GRADOP_THREADS", "GRADOP_COMPILE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -35,6 +35,21 @@ def test_command_line_beats_environment_beats_config_file(tmp_path):
     assert config.device == "cpu"  # still from the file
     config = serving.resolve_config(["--model", "tiny-random", "--allowed-models", "p/q", "--dtype", "float32"], env)
     assert config == AppConfig("tiny-random", ("tiny-random", "p/q"), "cpu", "float32")
+
+
+def test_compile_from_the_operator_command_line_environment_or_file(tmp_path):
+    assert serving.resolve_config([]).compile is False
+    (tmp_path / "gradop-app.toml").write_text("compile = true\n")
+    assert serving.resolve_config([]).compile is True
+    assert serving.resolve_config([], {"GRADOP_COMPILE": "0"}).compile is False  # environment beats file
+    (tmp_path / "gradop-app.toml").write_text("compile = false\n")
+    assert serving.resolve_config([], {"GRADOP_COMPILE": "yes"}).compile is True
+    assert serving.resolve_config(["--compile"], {"GRADOP_COMPILE": "off"}).compile is True
+    with pytest.raises(ValueError, match="GRADOP_COMPILE must be 1/true/yes/on or 0/false/no/off"):
+        serving.resolve_config([], {"GRADOP_COMPILE": "fast"})
+    (tmp_path / "gradop-app.toml").write_text('compile = "yes"\n')
+    with pytest.raises(ValueError, match="'compile' in .* must be a bool"):
+        serving.resolve_config([])
 
 
 def test_cpu_threads_from_the_operator_else_every_core_but_one(tmp_path, monkeypatch):
