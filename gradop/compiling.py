@@ -47,17 +47,26 @@ class CheckedCompile:
         return (self.compiled if self.verdicts[key] else self.eager)(latents)
 
     def _agrees(self, latents: torch.Tensor) -> bool:
-        gradients = []
-        for decode in (self.eager, self.compiled):
-            probe = latents.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                images = decode(probe).float()
-                weights = torch.randn(images.shape, generator=torch.Generator().manual_seed(0)).to(images.device)
-                (gradient,) = torch.autograd.grad((images * weights).sum(), [probe])
-            gradients.append(gradient.float().flatten())
-        cosine = F.cosine_similarity(*gradients, dim=0).item()
+        eager = probe_gradient(self.eager, latents)
+        try:
+            compiled = probe_gradient(self.compiled, latents)
+        except Exception as error:  # noqa: BLE001 - a compiler failure costs speed, not the image
+            warnings.warn(f"torch.compile failed for the '{self.name}' guidance decoder ({type(error).__name__}); "
+                          "it runs eager", RuntimeWarning, stacklevel=2)
+            return False
+        cosine = F.cosine_similarity(eager, compiled, dim=0).item()
         if cosine >= AGREEMENT:  # False for NaN too
             return True
         warnings.warn(f"torch.compile gave the '{self.name}' guidance decoder wrong gradients on this machine "
                       f"(cosine {cosine:.2f} to the eager decoder's); it runs eager", RuntimeWarning, stacklevel=2)
         return False
+
+
+def probe_gradient(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor) -> torch.Tensor:
+    """d <decode(latents), W> / d latents for a fixed random W, flattened (the check's probe)."""
+    probe = latents.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        images = decode(probe).float()
+        weights = torch.randn(images.shape, generator=torch.Generator().manual_seed(0)).to(images.device)
+        (gradient,) = torch.autograd.grad((images * weights).sum(), [probe])
+    return gradient.float().flatten()

@@ -22,10 +22,10 @@ from PIL import Image
 
 from gradop import __version__
 from gradop.attention import AttentionRecorder, attention_grid, region_control
+from gradop.compiling import compile_unet as compile_unet_module
 from gradop.decoders import GuidanceDecoders, resize_target
 from gradop.editing import EditOptions, LatentBlend, encode_image, fit_size, prepare_edit
 from gradop.images import load_image, pil_to_tensor, to_rgb
-from gradop.compiling import compile_unet as compile_unet_module
 from gradop.models import ddim_scheduler, load_components
 from gradop.optimize import optimize_latents
 from gradop.guidance import GradopPlusCallback, guidance_window
@@ -67,7 +67,7 @@ class GradopPipeline:
 
         tiny_decoder: an AutoencoderTiny (folder, hub id or object) for guidance_decoder="tiny";
         compile_decoder: torch.compile the guidance decoders; compile_unet: torch.compile the UNet
-        (CUDA graphs on CUDA; models.compile_unet)."""
+        (CUDA graphs on CUDA; gradop.compiling)."""
         components, device, dtype = load_components(model, **load_kwargs)
         return cls(components, model_name=str(model), device=device, dtype=dtype, tiny_decoder=tiny_decoder,
                    compile_decoder=compile_decoder, compile_unet=compile_unet)

@@ -1,8 +1,8 @@
 """gradop.compiling: a compiled guidance decoder is used only where its gradients are right.
 
 Stand-in compilers (a real first compile takes minutes on this CPU): one that keeps the function
-as it is, and one whose backward is all zeros, as torch 2.13's Inductor did for the demo
-model's decoder on the CPU."""
+as it is, one whose backward is all zeros (as torch 2.13's Inductor did for the demo model's
+decoder on the CPU), and one that fails."""
 
 import warnings
 
@@ -33,12 +33,22 @@ def zero_backward(fn, **_):
     return compiled
 
 
+def failing(fn, **_):
+    def compiled(x):
+        compiled.calls += 1
+        raise RuntimeError("the compiler gave up")
+    compiled.calls = 0
+    return compiled
+
+
 def pixels(result):
     return np.stack([np.asarray(image) for image in result.images])
 
 
-@pytest.mark.parametrize("compiler, trusted", [(faithful, True), (zero_backward, False)])
-def test_a_compiled_decoder_runs_only_where_its_gradients_agree(tiny_pipe, strokes, monkeypatch, compiler, trusted):
+@pytest.mark.parametrize("compiler, trusted, warning", [(faithful, True, None), (zero_backward, False, "wrong gradients"),
+                                                       (failing, False, "torch.compile failed")])
+def test_a_compiled_decoder_runs_only_where_its_gradients_agree(tiny_pipe, strokes, monkeypatch, compiler, trusted,
+                                                                warning):
     monkeypatch.setattr(torch, "compile", compiler)
     pipe = GradopPipeline(tiny_pipe.components, model_name="tiny-random", compile_decoder=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -47,13 +57,13 @@ def test_a_compiled_decoder_runs_only_where_its_gradients_agree(tiny_pipe, strok
     warned = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert bool(warned) is not trusted
     if not trusted:
-        assert "wrong gradients" in warned[0] and "'vae'" in warned[0]
+        assert warning in warned[0] and "'vae'" in warned[0] and "runs eager" in warned[0]
     # Either way the image is the eager decoder's: a wrong compile is caught before it guides.
     assert np.array_equal(pixels(result), pixels(tiny_pipe.gradop_plus(PROMPT, strokes, **FAST)))
     decode = pipe.guidance_decoders("vae").decode
     assert isinstance(decode, CheckedCompile) and list(decode.verdicts.values()) == [trusted]
     calls = decode.compiled.calls
-    assert (calls > 1) is trusted  # after its one check, a wrong compile is never called again
+    assert (calls > 1) is trusted  # after its one check, a wrong or failing compile is never called again
 
 
 def test_each_latent_shape_is_checked_once():
