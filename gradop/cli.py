@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from gradop.cli_errors import explain
+from gradop.cli_errors import explain, first_line
 
 DESCRIPTION = "Stroke-guided image synthesis with latent diffusion (GradOP / GradOP+)."
 METHOD_ORDER = ("text", "sdedit", "gradop", "gradop+")  # the order of a --compare grid
@@ -350,7 +350,9 @@ def show_info(args) -> int:
 # ----------------------------------------------------------------------------- messages
 
 def note(text: str, kind: str = "note") -> None:
-    print(f"gradop: {kind}: {text}", file=sys.stderr, flush=True)
+    from tqdm import tqdm
+
+    tqdm.write(f"gradop: {kind}: {text}", file=sys.stderr)  # on its own line, above a running progress bar
 
 
 def quiet_libraries() -> None:
@@ -361,8 +363,6 @@ def quiet_libraries() -> None:
     for library in (diffusers_logging, transformers_logging):
         library.set_verbosity_error()
         library.disable_progress_bar()
-    # torch.compile (--compile-unet) traces diffusers' cached version checks and says so each time.
-    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,8 +372,21 @@ def main(argv: list[str] | None = None) -> int:
     from gradop.quality.command import run_quality
 
     handlers = {"generate": generate, "regions": list_regions, "info": show_info, "bench": run_quality}
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        # torch.compile (--compile-unet) traces diffusers' cached version checks and says so each time.
+        warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+        return run_command(handlers[args.command], args, argv)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line like gradop's notes (not Python's two lines with a source path)."""
+    note(first_line(message if isinstance(message, Warning) else category(message)), "warning")
+
+
+def run_command(handler, args, argv: list[str] | None) -> int:
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except KeyboardInterrupt as error:
         saved = getattr(error, "gradop_saved", [])
         kept = f" (already saved: {', '.join(map(str, saved))})" if saved else ""

@@ -277,3 +277,22 @@ def test_compile_flags_reach_the_pipeline(tiny_model_dir, tmp_path, monkeypatch)
                      str(tiny_model_dir), "--steps", "2", "--seed", "1", *flags]) == 0
         assert loaded[-1].guidance_decoders.compile is decoder
         assert (loaded[-1].compiled_unet is not None) is unet
+
+
+def test_a_wrong_compile_is_one_warning_line_and_the_image_is_made(tiny_model_dir, stroke_file, tmp_path, capsys,
+                                                                   monkeypatch):
+    import torch
+
+    def zero_backward(fn, **_):  # as torch 2.13's Inductor did for the demo decoder on the CPU
+        return lambda x: fn(x.detach()) + 0 * x.sum()
+
+    monkeypatch.setattr(torch, "compile", zero_backward)
+    out = tmp_path / "c.png"
+    code, err = run(["generate", "--strokes", stroke_file, "--prompt", "a red hut beside a lake",
+                     "--out", out, "--model", tiny_model_dir, "--steps", "4", "--grad-steps", "1", "--seed", "0",
+                     "--compile-decoder"], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "torch.compile" in line]
+    assert warnings == ["gradop: warning: torch.compile gave the 'vae' guidance decoder wrong gradients on this "
+                        "machine (cosine 0.00 to the eager decoder's); it runs eager"]
+    assert "RuntimeWarning" not in err and out.is_file()
