@@ -28,7 +28,7 @@ One model is loaded per process and jobs of all tabs share it, one at a time. On
 generation uses every core but one (`--threads N` / GRADOP_THREADS / `threads` in the config file
 to choose): the browser and the server's own loop need the last one. `--compile` (GRADOP_COMPILE=1,
 `compile = true`) compiles the UNet and the guidance decoder: each image size's first generation
-then waits for the compiler (about 70 s per model on a GPU or this CPU; seconds once Inductor's
+then waits for the compiler (one to two minutes on an H100 or this CPU; about 15 s once Inductor's
 disk cache holds it), and later ones run faster (README, "compile_unet").
 """
 
