@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
-from bench_methods import strokes
+from bench_methods import strokes, timed
 from gradop.pipeline import GradopPipeline
 
 VARIANTS = {"eager": {}, "unet": {"compile_unet": True}, "unet+decoder": {"compile_unet": True, "compile_decoder": True}}
@@ -42,23 +41,18 @@ def main() -> None:
     image, prompt = strokes(size), "a photo of a lake beside a hut"
     call = dict(height=size, width=size, steps=args.steps, seed=1)
 
-    def timed(pipe):
-        if pipe.device.type == "cuda":
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        result = pipe.gradop_plus(prompt, image, **call)
-        if pipe.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - began, np.asarray(result.images[0], dtype=np.int16)
+    def one_image(pipe) -> tuple[float, np.ndarray]:
+        seconds, result = timed(lambda: pipe.gradop_plus(prompt, image, **call), pipe.device)
+        return seconds, np.asarray(result.images[0], dtype=np.int16)
 
     print(f"{args.model} on {pipes['eager'].device}, {size} px, {args.steps} steps, torch threads "
           f"{torch.get_num_threads()}", flush=True)
     for name, pipe in pipes.items():
-        print(f"{name:<14} first call {timed(pipe)[0]:7.2f} s", flush=True)
+        print(f"{name:<14} first call {one_image(pipe)[0]:7.2f} s", flush=True)
     seconds, pixels = {name: [] for name in pipes}, {}
     for _ in range(args.runs):
         for name, pipe in pipes.items():
-            spent, pixels[name] = timed(pipe)
+            spent, pixels[name] = one_image(pipe)
             seconds[name].append(spent)
     eager = statistics.median(seconds["eager"])
     print(f"\n{'variant':<14} {'median s':>9} {'vs eager':>9} {'runs':>28} {'pixel diff mean / max':>22}")
