@@ -136,11 +136,12 @@ def resolve_config(argv: list[str] | None = None, environ: dict | None = None) -
 
 
 def _flag(value: str | None, name: str, default: bool) -> bool:
-    if value is None or value.strip() == "":
+    text = (value or "").strip().lower()
+    if not text:
         return default
-    if value.strip().lower() in ("1", "true", "yes", "on"):
+    if text in ("1", "true", "yes", "on"):
         return True
-    if value.strip().lower() in ("0", "false", "no", "off"):
+    if text in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off (got {value!r})")
 
