@@ -1,16 +1,19 @@
-"""Generation jobs for the web app: a worker thread per job, progress and live previews for the
-page to poll, cancelling, time estimates, one-line failure messages, and the tab's history.
+"""Generation jobs for the web app: one long-lived worker thread per model, progress and live
+previews for the page to poll, cancelling, time estimates, one-line failure messages, and the
+tab's history.
 
-Nothing here imports Streamlit (tests/test_jobs.py drives it directly). The pipeline's own lock
-serialises jobs of different tabs.
+Nothing here imports Streamlit (tests/test_jobs.py drives it directly). A model's worker runs the
+jobs of every tab one after another (the pipeline's own lock would serialise them anyway).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -148,6 +151,42 @@ class Output:
                f"_{self.params.get('image_index', 0)}.png"
 
 
+class ModelWorker:
+    """The thread that runs one model's jobs, in the order they were started, for as long as the
+    model is loaded. One thread rather than one per job because torch keeps some state per thread:
+    the CUDA graphs of a compiled UNet (`compile_unet`) live in per-thread trees, so a new thread
+    per job would record them again for every job."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name="gradop-worker", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: "GenerationJob") -> None:
+        self._jobs.put(job)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job._work()  # reports its own failures on the page; nothing may stop this thread
+            except BaseException:  # noqa: BLE001
+                log.exception("gradop: the worker survived a failure outside a job")
+            del job  # a finished job's images belong to its tab, not to the idle worker
+
+
+_workers: "weakref.WeakKeyDictionary[object, ModelWorker]" = weakref.WeakKeyDictionary()
+_workers_lock = threading.Lock()
+
+
+def worker_for(pipeline) -> ModelWorker:
+    """The worker thread of this pipeline (created on first use; it idles when there is no job)."""
+    with _workers_lock:
+        if pipeline not in _workers:
+            _workers[pipeline] = ModelWorker()
+        return _workers[pipeline]
+
+
 @dataclass
 class Run:
     """One `generate` call of a job: the label shown, the method and its keyword arguments."""
@@ -158,7 +197,7 @@ class Run:
 
 
 class GenerationJob:
-    """Runs `pipeline.generate` for each run on a worker thread; the page polls its state."""
+    """Runs `pipeline.generate` for each run on the model's worker thread; the page polls its state."""
 
     # Live previews are decoded on the worker thread only when the page has asked for one since
     # the last (request_preview, once per poll): a preview nobody sees is wasted work. The share
@@ -189,10 +228,10 @@ class GenerationJob:
         self._preview_wanted = threading.Event()
         self._preview_wanted.set()  # the first preview as soon as there are latents
         self._cancel = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="gradop-job", daemon=True)
+        self._finished = threading.Event()
 
     def start(self) -> "GenerationJob":
-        self._thread.start()
+        worker_for(self.pipeline).submit(self)
         return self
 
     def request_preview(self) -> None:
@@ -211,7 +250,7 @@ class GenerationJob:
         return self.status in ("done", "cancelled", "failed")
 
     def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
+        self._finished.wait(timeout)
         return self.finished
 
     @property
@@ -285,10 +324,13 @@ class GenerationJob:
             self.message, self.status = user_message(error), "failed"
         finally:
             self.elapsed = time.monotonic() - self.started
-            log.info("generation %s: %s in %.2f s", self.status, ", ".join(run.method for run in self.runs),
-                     self.elapsed)  # the operator's record; bench/bench_app.py reads it
-            if self.status == "done" and self.estimate:
-                record_timing(self.pipeline.model_name, self.estimate, self.elapsed)
+            try:
+                log.info("generation %s: %s in %.2f s", self.status, ", ".join(run.method for run in self.runs),
+                         self.elapsed)  # the operator's record; bench/bench_app.py reads it
+                if self.status == "done" and self.estimate:
+                    record_timing(self.pipeline.model_name, self.estimate, self.elapsed)
+            finally:
+                self._finished.set()
 
 
 @dataclass

@@ -128,6 +128,37 @@ def test_job_sets_torch_threads_on_its_worker_thread():
         torch.set_num_threads(before)
 
 
+def test_a_models_jobs_run_one_after_another_on_one_long_lived_thread():
+    # torch keeps per-thread state that is costly to rebuild (a compiled UNet's CUDA graphs), so
+    # every job of one model runs on the same worker thread; another model has its own.
+    threads = []
+
+    class Recording(FakePipeline):
+        def generate(self, *args, **kwargs):
+            threads.append(threading.get_ident())
+            return super().generate(*args, **kwargs)
+
+    model, other_model = Recording(steps=2), Recording(steps=2)
+    first = GenerationJob(model, [Run("A", "text", {"prompt": "p"}), Run("B", "gradop+", {"prompt": "p"})]).start()
+    second = GenerationJob(model, [Run("C", "text", {"prompt": "q"})]).start()
+    assert first.wait(30) and second.wait(30) and first.status == second.status == "done"
+    later = GenerationJob(model, [Run("D", "text", {"prompt": "r"})]).start()  # after the worker went idle
+    elsewhere = GenerationJob(other_model, [Run("E", "text", {"prompt": "s"})]).start()
+    assert later.wait(30) and elsewhere.wait(30)
+    assert model.calls == ["text", "gradop+", "text", "text"]  # in the order they were started
+    assert len(set(threads[:4])) == 1 and threads[0] != threading.get_ident()
+    assert threads[4] != threads[0]
+
+
+def test_the_worker_survives_a_failed_job():
+    model = FakePipeline(steps=1, error=RuntimeError("boom"))
+    failed = GenerationJob(model, [Run("A", "text", {"prompt": "p"})]).start()
+    assert failed.wait(30) and failed.status == "failed" and "RuntimeError" in failed.message
+    model.error = None
+    after = GenerationJob(model, [Run("B", "text", {"prompt": "p"})]).start()
+    assert after.wait(30) and after.status == "done"
+
+
 class Steps:
     """A FakePipeline gate: the pipeline takes one step per release."""
 
@@ -183,6 +214,9 @@ def test_cancel_stops_the_job_at_the_next_step():
     pipeline = FakePipeline(steps=1000, gate=gate)
     job = GenerationJob(pipeline, [Run("A", "text", {"prompt": "p"}), Run("B", "sdedit", {"prompt": "p"})]).start()
     assert job.status == "waiting" and "Waiting" in job.describe()
+    deadline = time.monotonic() + 30
+    while not pipeline.calls and time.monotonic() < deadline:  # the worker is inside the first run
+        time.sleep(0.01)
     job.cancel()
     assert job.cancelling
     gate.set()
