@@ -165,13 +165,18 @@ class ModelWorker:
     def submit(self, job: "GenerationJob") -> None:
         self._jobs.put(job)
 
+    def stop(self) -> None:
+        """End the thread once the jobs already submitted are done (the model was unloaded)."""
+        self._jobs.put(None)
+
     def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
+        while (job := self._jobs.get()) is not None:
             try:
                 job._work()  # reports its own failures on the page; nothing may stop this thread
-            except BaseException:  # noqa: BLE001
+            except BaseException as error:  # noqa: BLE001
                 log.exception("gradop: the worker survived a failure outside a job")
+                job.message, job.status = user_message(error), "failed"
+                job._finished.set()
             del job  # a finished job's images belong to its tab, not to the idle worker
 
 
@@ -183,7 +188,8 @@ def worker_for(pipeline) -> ModelWorker:
     """The worker thread of this pipeline (created on first use; it idles when there is no job)."""
     with _workers_lock:
         if pipeline not in _workers:
-            _workers[pipeline] = ModelWorker()
+            worker = _workers[pipeline] = ModelWorker()
+            weakref.finalize(pipeline, worker.stop)
         return _workers[pipeline]
 
 

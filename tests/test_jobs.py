@@ -150,6 +150,19 @@ def test_a_models_jobs_run_one_after_another_on_one_long_lived_thread():
     assert threads[4] != threads[0]
 
 
+def test_an_unloaded_models_worker_thread_ends():
+    import gc
+
+    model = FakePipeline(steps=1)
+    job = GenerationJob(model, [Run("A", "text", {"prompt": "p"})]).start()
+    assert job.wait(30)
+    thread = jobs.worker_for(model).thread
+    del model, job
+    gc.collect()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
 def test_the_worker_survives_a_failed_job():
     model = FakePipeline(steps=1, error=RuntimeError("boom"))
     failed = GenerationJob(model, [Run("A", "text", {"prompt": "p"})]).start()
