@@ -16,10 +16,10 @@ Seeded; CPU, one thread; stops after --steps or --minutes.
 With --gradient-weight w (> 0), the decoder also learns the VAE's *slope* where GradOP+ uses it:
 the guidance's Adam moves every latent element by about its learning rate in the direction of
 its gradient's sign, so a stand-in decoder must give the painting loss's latent gradient the
-direction the VAE gives it, not only the VAE's colours (on held-out scenes, the decoder distilled
-on colours alone gave a gradient at cosine 0.61 to the VAE's and lost 24% of GradOP+'s realism on
-the quality benchmark; continued with --gradient-weight 1, 0.74 and 8%). The data for it
-are the latents GradOP+ optimises on --trajectories training scenes (every latent the guidance
+direction the VAE gives it, not only the VAE's colours (on scenes it was not distilled on, the
+decoder distilled on colours alone gave a gradient at cosine 0.61 to the VAE's and lost 24% of
+GradOP+'s realism on the quality benchmark; continued with --gradient-weight 1: 0.74 and 8%).
+The data for it are the latents GradOP+ optimises on --trajectories training scenes (every latent the guidance
 decodes, recorded from the demo pipeline with the exact decoder, at --trajectory-steps sampling
 steps), each with its scene's strokes; the loss adds w * (1 - cosine) between the blurred
 painting loss's latent gradient through the tiny decoder and through the VAE.
