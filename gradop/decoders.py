@@ -20,6 +20,7 @@ side), so the optimisation loop does not know which one it has. Chosen by name:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -216,6 +217,25 @@ class GuidanceDecoders:
                     decoder = replace(decoder, decode=CheckedCompile(decoder.decode, name))
                 self._built[name] = decoder
             return self._built[name]
+
+    @contextlib.contextmanager
+    def recording(self, name: str):
+        """Inside the block, a copy of every latent the `name` decoder is asked to decode is
+        appended to the list it yields: the latents the guidance optimises, to teach or check a
+        stand-in decoder where it is used."""
+        decoder, seen = self(name), []
+
+        def decode(latents: torch.Tensor) -> torch.Tensor:
+            seen.append(latents.detach().float().clone())
+            return decoder.decode(latents)
+
+        with self._lock:
+            self._built[name] = replace(decoder, decode=decode)
+        try:
+            yield seen
+        finally:
+            with self._lock:
+                self._built[name] = decoder
 
     def _build(self, name: str) -> GuidanceDecoder:
         if name == "vae":

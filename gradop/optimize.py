@@ -42,8 +42,12 @@ def latent_gradient(
     gamma: float = 0.0,
     anchor_numel: int | None = None,
     loss_scale: str | float | None = None,
+    create_graph: bool = False,
 ) -> tuple[float, torch.Tensor]:
     """(loss, d loss / d latents in fp32) for one chunk of latents.
+
+    create_graph: keep the gradient differentiable with respect to the decoder's weights (for
+    teaching a stand-in decoder the VAE's gradient, train/distill_guidance_decoder.py).
 
     loss_scale "dynamic": the loss is multiplied by its pixel-value count before the backward
     pass (so a low-precision decoder's gradients do not underflow) and the gradient divided
@@ -58,7 +62,7 @@ def latent_gradient(
             if anchor is not None and gamma > 0:
                 # gamma * mean over the whole batch's latents, this chunk's share of it.
                 loss = loss + gamma * (z - anchor.float()).pow(2).sum() / (anchor_numel or z.numel())
-            (grad,) = torch.autograd.grad(loss * scale, [z])
+            (grad,) = torch.autograd.grad(loss * scale, [z], create_graph=create_graph)
         grad = grad.float() / scale
         if scale <= 1 or bool(torch.isfinite(grad).all()):
             return loss.item(), grad

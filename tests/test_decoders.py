@@ -138,31 +138,19 @@ def demo_pipe():
 def guided_latents(demo_pipe):
     """What GradOP+ asks its exact decoder to decode (every Adam step's latent) on two held-out
     scenes, each with the strokes it is pulled to."""
-    from dataclasses import replace
-
     from gradop.images import pil_to_tensor
     from gradop.world import caption, render_strokes, to_pil
 
-    exact = demo_pipe.guidance_decoders("vae")
-    seen = []
-
-    def recording(latents):
-        seen.append(latents.detach().clone())
-        return exact.decode(latents)
-
-    latents, strokes = [], []
-    demo_pipe.guidance_decoders._built["vae"] = replace(exact, decode=recording)
-    try:
+    exact, strokes = demo_pipe.guidance_decoders("vae"), []
+    with demo_pipe.guidance_decoders.recording("vae") as seen:
         for seed in (HELDOUT_SEED + 21, HELDOUT_SEED + 22):
-            scene, seen[:] = sample_scene(seed), []
+            scene, before = sample_scene(seed), len(seen)
             painted = to_pil(render_strokes(scene))
             demo_pipe.generate("gradop+", caption(scene), painted, seed=seed, steps=25, guidance_decoder="vae",
                                guidance_precision="native")
-            latents += seen
-            strokes += [pil_to_tensor(painted)] * len(seen)
-    finally:
-        demo_pipe.guidance_decoders._built["vae"] = exact
-    return torch.cat(latents), torch.cat(strokes)
+            strokes += [pil_to_tensor(painted)] * (len(seen) - before)
+    assert seen and demo_pipe.guidance_decoders("vae") is exact  # the exact decoder is back, unwrapped
+    return torch.cat(seen), torch.cat(strokes)
 
 
 @pytest.mark.skipif(not (DEMO_TINY_DECODER / "config.json").is_file(), reason="distilled decoder not shipped")

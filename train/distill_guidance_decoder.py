@@ -78,44 +78,21 @@ def dataset(vae, scenes: int, seed: int, world: int = DEFAULT_WORLD) -> tuple[to
 def trajectory_latents(scenes: int, step_counts: list[int], world: int = DEFAULT_WORLD):
     """(latents the exact guidance decoder was asked to decode, the strokes each was pulled to),
     from GradOP+ runs of the demo pipeline on training scenes 0 .. scenes - 1."""
-    from dataclasses import replace
-
     from gradop.images import pil_to_tensor
     from gradop.pipeline import GradopPipeline
     from gradop.world import caption, render_strokes, to_pil
 
     assert scenes < HELDOUT_SEED
     pipe = GradopPipeline.from_pretrained(str(DEMO))
-    exact = pipe.guidance_decoders("vae")
-    seen: list[torch.Tensor] = []
-
-    def recording(latents):
-        seen.append(latents.detach().float().clone())
-        return exact.decode(latents)
-
-    pipe.guidance_decoders._built["vae"] = replace(exact, decode=recording)
-    latents, strokes = [], []
-    for seed in range(scenes):
-        scene = sample_scene(seed, world)
-        painted = to_pil(render_strokes(scene))
-        seen.clear()
-        pipe.generate("gradop+", caption(scene), painted, seed=seed, steps=step_counts[seed % len(step_counts)],
-                      guidance_decoder="vae", guidance_precision="native")
-        latents += seen
-        strokes += [pil_to_tensor(painted)] * len(seen)
-    return torch.cat(latents), torch.cat(strokes)
-
-
-def painting_gradient(decode, latents: torch.Tensor, strokes: torch.Tensor, create_graph: bool = False):
-    """d/dz of the blurred painting loss through `decode` (latents -> images in [0, 1]), per sample."""
-    from gradop.optimize import painting_loss
-    from gradop.painting import make_painting_fn
-
-    z = latents.detach().requires_grad_(True)
-    images = decode(z)
-    paint = make_painting_fn("blur", *images.shape[-2:])
-    loss = painting_loss(images, strokes, paint) * len(z)  # each sample's own mean loss, summed
-    return torch.autograd.grad(loss, [z], create_graph=create_graph)[0]
+    strokes = []
+    with pipe.guidance_decoders.recording("vae") as seen:
+        for seed in range(scenes):
+            scene, before = sample_scene(seed, world), len(seen)
+            painted = to_pil(render_strokes(scene))
+            pipe.generate("gradop+", caption(scene), painted, seed=seed, steps=step_counts[seed % len(step_counts)],
+                          guidance_decoder="vae", guidance_precision="native")
+            strokes += [pil_to_tensor(painted)] * (len(seen) - before)
+    return torch.cat(seen), torch.cat(strokes)
 
 
 def main() -> None:
@@ -145,6 +122,8 @@ def main() -> None:
     print(f"dataset: {len(latents)} latents in {time.time() - started:.0f} s", flush=True)
     if args.gradient_weight > 0:
         from gradop.decoders import tiny_decoder, vae_decoder
+        from gradop.optimize import latent_gradient
+        from gradop.painting import make_painting_fn
 
         cache = Path(args.trajectory_cache) if args.trajectory_cache else None
         if cache is not None and cache.exists():
@@ -153,8 +132,8 @@ def main() -> None:
             guided, strokes = trajectory_latents(args.trajectories, args.trajectory_steps, args.world)
             if cache is not None:
                 torch.save((guided, strokes), cache)
-        exact = vae_decoder(vae)
-        wanted = torch.cat([painting_gradient(exact, guided[i:i + 64], strokes[i:i + 64])
+        exact, paint = vae_decoder(vae), make_painting_fn("blur", *strokes.shape[-2:])
+        wanted = torch.cat([latent_gradient(guided[i:i + 64], exact, strokes[i:i + 64], paint)[1]
                             for i in range(0, len(guided), 64)])
         with torch.no_grad():
             guided_decoded = torch.cat([exact(guided[i:i + 64]) for i in range(0, len(guided), 64)])
@@ -181,7 +160,7 @@ def main() -> None:
         if args.gradient_weight > 0:
             g_pick = torch.randint(0, len(guided), (args.batch,), generator=generator)
             student = tiny_decoder(model)
-            slope = painting_gradient(student, guided[g_pick], strokes[g_pick], create_graph=True)
+            slope = latent_gradient(guided[g_pick], student, strokes[g_pick], paint, create_graph=True)[1]
             cosine = F.cosine_similarity(slope.flatten(1), wanted[g_pick].flatten(1), dim=1).mean()
             guided_mse = F.mse_loss(student(guided[g_pick]), guided_decoded[g_pick])
             loss = loss + guided_mse + args.gradient_weight * (1 - cosine)
