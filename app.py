@@ -228,18 +228,20 @@ def advanced_section() -> None:
         a.number_input("Iterations", *RANGES["iterations"], key="iterations", disabled=not plus,
                        help="GradOP+: sampling steps that pull the image towards the strokes (3-5).")
         b.number_input("Gradient steps", *RANGES["grad_steps"], key="grad_steps", disabled=not plus,
-                       help="GradOP+: gradient steps per pull (8-16); the main cost on a CPU.")
+                       help="GradOP+: gradient steps per pull (3; the release: 12); the main cost on a CPU.")
         a.number_input("Optimisation steps", *RANGES["opt_steps"], key="opt_steps", disabled=not two_pass,
                        help="GradOP: gradient steps of its optimisation pass (50).")
         b.selectbox("Painting function", CHOICES["painting"], key="painting", disabled=not guided,
                     help="How an image is reduced to a painting: blur (release) or median + palette (slower).")
-        a.number_input("Learning rate", *RANGES["lr"], step=0.01, format="%.3f", key="lr",
-                       disabled=not (plus or two_pass), help="GradOP+ and GradOP: the Adam step on the latent (0.1).")
-        b.selectbox("Guidance decoder", CHOICES["guidance_decoder"], key="guidance_decoder",
+        a.number_input("Learning rate", *RANGES["lr"], step=0.05, format="%.3f", key="lr", disabled=not plus,
+                       help="GradOP+: the Adam step on the latent (0.4; the release: 12 steps of 0.1).")
+        b.number_input("Optimisation learning rate", *RANGES["opt_lr"], step=0.01, format="%.3f", key="opt_lr",
+                       disabled=not two_pass, help="GradOP: the Adam step of its optimisation pass (0.1).")
+        a.selectbox("Guidance decoder", CHOICES["guidance_decoder"], key="guidance_decoder",
                     disabled=not (plus or two_pass),
                     help="What decodes the latent while it is pulled to the strokes: vae (exact, the release's) or "
                          "a cheaper stand-in (faster on a CPU, less realistic on the demo model; README).")
-        a.selectbox("Guided latent", CHOICES["guidance_latent"], key="guidance_latent", disabled=not plus,
+        b.selectbox("Guided latent", CHOICES["guidance_latent"], key="guidance_latent", disabled=not plus,
                     help="GradOP+: optimise the noisy latent (the release's) or the predicted clean one (x0).")
         a.slider("Region strength", *RANGES["region_strength"], step=0.05, key="region_strength",
                  help="How strongly each painted region is tied to its word (0.1-1).")

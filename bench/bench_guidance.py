@@ -8,8 +8,9 @@ bench_methods.sd15_components), one run of each, on one machine:
     python bench/bench_guidance.py --options vae --precisions auto bf16 --guidance-only   # bf16 autocast
     python bench/bench_guidance.py --device cuda --size 512 --options vae --guidance-only --compile-unet --compile-decoder
 
-text2img is timed first and last; the ratios use the mean of the two (the machine's load may
-drift during the run). SDEdit (strength 0.8) and GradOP (two passes) get a line each too, so one
+text2img is timed first and last, and the ratios use the mean of the two; with --interleave it is
+timed between every two lines too, and each line's ratio uses the text2img runs just before and
+after it (this shared CPU's speed drifted by a third within one run). SDEdit (strength 0.8) and GradOP (two passes) get a line each too, so one
 run gives every method's seconds per image. On CUDA each line runs once untimed first (kernel
 selection, allocator) and reports its own peak GPU memory. "tiny" is diffusers'
 AutoencoderTiny with TAESD's default architecture and random weights. A fitted map ("linear", "conv") is fitted once per model, when first used:
@@ -44,6 +45,10 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["auto"], choices=PRECISION_MODES,
                         help="guidance_precision for each decoder line (bf16: autocast, e.g. on CPUs with AMX)")
     parser.add_argument("--early-stop", type=float, default=0.0, help="guidance_early_stop for every line")
+    parser.add_argument("--interleave", action="store_true",
+                        help="time text2img before and after every line (a machine whose speed drifts)")
+    parser.add_argument("--adam", nargs="+", default=[], metavar="STEPSxLR",
+                        help="Adam schedules per iteration, e.g. 12x0.1 (the release) 1x1.2 (default: the options')")
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels_last memory format")
     parser.add_argument("--compile-decoder", action="store_true", help="torch.compile the guidance decoders")
     parser.add_argument("--compile-unet", action="store_true", help="torch.compile the UNet (CUDA graphs on CUDA)")
@@ -83,34 +88,49 @@ def main() -> None:
         seconds, result = timed(fn, device)
         return seconds, result, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
-    text_first, _, text_peak = measure(lambda: pipe.text2img(prompt, **common))
-    print(f"{'text2img':<22} {text_first:8.2f} s   (first)", flush=True)
-    rows = []
-    methods = (("sdedit 0.8", lambda: pipe.sdedit(prompt, image, strength=0.8, **common)),
-               ("gradop (two passes)", lambda: pipe.gradop(prompt, image, **common)))
-    for name, call in methods[: 0 if args.guidance_only else None]:
-        seconds, _, peak = measure(call)
-        rows.append((name, seconds, 0.0, peak))
-        print(f"{name:<22} {seconds:8.2f} s   {seconds / text_first:5.2f}x of the first text2img", flush=True)
-    for name, precision in [(n, p) for n in args.options.split(",") for p in args.precisions]:
+    lines = []  # (label, call, setup seconds)
+    if not args.guidance_only:
+        lines += [("sdedit 0.8", lambda: pipe.sdedit(prompt, image, strength=0.8, **common), 0.0),
+                  ("gradop (two passes)", lambda: pipe.gradop(prompt, image, **common), 0.0)]
+    schedules = [tuple(float(v) for v in text.split("x")) for text in args.adam] or [(None, None)]
+    for name, precision, (grad_steps, lr) in [(n, p, a) for n in args.options.split(",") for p in args.precisions
+                                              for a in schedules]:
         began = time.perf_counter()
         pipe.guidance_decoders(name)  # build or fit it once per model (not per image)
         setup = time.perf_counter() - began
-        seconds, result, peak = measure(lambda: pipe.gradop_plus(
-            prompt, image, guidance_decoder=name, guidance_precision=precision, guidance_early_stop=args.early_stop,
-            **common))
-        label = name + ("" if precision == "auto" else f" {precision}")
-        mark = " (default)" if name == default and precision == "auto" else ""
-        rows.append((f"gradop+ {label}{mark}", seconds, setup, peak))
-        print(f"gradop+ {label + mark:<14} {seconds:8.2f} s   {seconds / text_first:5.2f}x of the first text2img; "
-              f"setup {setup:.1f} s; {len(result.losses)} Adam steps; load {os.getloadavg()[0]:.1f}", flush=True)
-    text_last, _, _ = measure(lambda: pipe.text2img(prompt, **common))
-    text = (text_first + text_last) / 2
-    print(f"{'text2img':<22} {text_last:8.2f} s   (last); mean {text:.2f} s", flush=True)
-    print("\nsummary (ratio to the mean text2img at the same steps):")
+        knobs = dict(guidance_decoder=name, guidance_precision=precision, guidance_early_stop=args.early_stop)
+        if grad_steps is not None:
+            knobs |= {"grad_steps": int(grad_steps), "lr": lr}
+        label = name + ("" if precision == "auto" else f" {precision}") + \
+            (f" {int(grad_steps)}x{lr:g}" if grad_steps is not None else "")
+        mark = " (default)" if name == default and precision == "auto" and grad_steps is None else ""
+        lines.append((f"gradop+ {label}{mark}", lambda knobs=knobs: pipe.gradop_plus(prompt, image, **knobs, **common),
+                      setup))
+
+    def time_text():
+        seconds, _, peak = measure(lambda: pipe.text2img(prompt, **common))
+        print(f"{'text2img':<28} {seconds:8.2f} s", flush=True)
+        return seconds, peak
+
+    texts = [time_text()]
+    rows = []  # (label, seconds, setup, peak, the text2img seconds it is compared with)
+    for label, call, setup in lines:
+        seconds, result, peak = measure(call)
+        adam = f"; {len(result.losses)} Adam steps" if label.startswith("gradop+") else ""
+        print(f"{label:<28} {seconds:8.2f} s   setup {setup:.1f} s{adam}; load {os.getloadavg()[0]:.1f}", flush=True)
+        if args.interleave:
+            texts.append(time_text())
+        rows.append([label, seconds, setup, peak, len(texts) - 2 if args.interleave else None])
+    if not args.interleave:
+        texts.append(time_text())
+    mean = sum(t for t, _ in texts) / len(texts)
+    print(f"\nsummary (ratio to text2img at the same steps: {'the mean of the runs just before and after each line' if args.interleave else 'the mean of the first and last runs'}; "
+          f"text2img {min(t for t, _ in texts):.2f}-{max(t for t, _ in texts):.2f} s over {len(texts)} runs):")
     print(f"{'method':<28} {'s/image':>8} {'ratio':>6} {'setup s':>8}" + (f" {'peak GiB':>9}" if cuda else ""))
-    for name, seconds, setup, peak in [("text2img", text, 0.0, text_peak)] + rows:
-        print(f"{name:<28} {seconds:8.2f} {seconds / text:6.2f} {setup:8.1f}" + (f" {peak:9.2f}" if cuda else ""))
+    print(f"{'text2img':<28} {mean:8.2f} {1:6.2f} {0:8.1f}" + (f" {texts[0][1]:9.2f}" if cuda else ""))
+    for label, seconds, setup, peak, before in rows:
+        text = mean if before is None else (texts[before][0] + texts[before + 1][0]) / 2
+        print(f"{label:<28} {seconds:8.2f} {seconds / text:6.2f} {setup:8.1f}" + (f" {peak:9.2f}" if cuda else ""))
     print(peak_memory(device))
 
 

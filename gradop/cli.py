@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gradop import __version__
     from gradop.models import DEFAULT_MODEL
     from gradop.decoders import GUIDANCE_DECODERS
-    from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
+    from gradop.options import RELEASE_ADAM, GradopOptions, GradopPlusOptions, SamplingOptions
     from gradop.guidance import GUIDANCE_LATENTS
     from gradop.painting import PAINTING_FUNCTIONS
     from gradop.precision import PRECISION_MODES
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"gradop+: optimised sampling steps (default {d['iterations']})")
     gen.add_argument("--grad-steps", type=int, default=d["grad_steps"],
                      help=f"gradop+: Adam steps per iteration (default {d['grad_steps']})")
-    gen.add_argument("--lr", type=float, default=d["lr"], help=f"Adam learning rate (default {d['lr']})")
+    gen.add_argument("--lr", type=float, default=d["lr"],
+                     help=f"gradop+: Adam learning rate (default {d['lr']}; the release's schedule is "
+                          f"--grad-steps {RELEASE_ADAM['grad_steps']} --lr {RELEASE_ADAM['lr']})")
     gen.add_argument("--painting", choices=PAINTING_FUNCTIONS, default=d["painting"],
                      help=f"painting function f (default {d['painting']})")
     gen.add_argument("--guidance-decoder", choices=GUIDANCE_DECODERS, default=d["guidance_decoder"],
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(e.g. madebyollin/taesd; the demo model ships its own)")
     gen.add_argument("--opt-steps", type=int, default=d["opt_steps"],
                      help=f"gradop: optimisation steps (default {d['opt_steps']})")
+    gen.add_argument("--opt-lr", type=float, default=d["opt_lr"],
+                     help=f"gradop: Adam learning rate of those steps (default {d['opt_lr']})")
     gen.add_argument("--gamma", type=float, default=d["gamma"],
                      help=f"gradop: pull towards the text-only sample (default {d['gamma']:g})")
     gen.add_argument("--guidance-precision", choices=PRECISION_MODES, default=d["guidance_precision"],
@@ -187,7 +191,7 @@ def plan_generation(args) -> Plan:
         negative_prompt=args.negative_prompt, height=args.height, width=args.width, steps=args.steps,
         guidance_scale=args.guidance, eta=args.eta, seed=args.seed, num_images=args.num_images,
         strength=args.strength, iterations=args.iterations, grad_steps=args.grad_steps, lr=args.lr,
-        painting=args.painting, opt_steps=args.opt_steps, gamma=args.gamma,
+        painting=args.painting, opt_steps=args.opt_steps, opt_lr=args.opt_lr, gamma=args.gamma,
         guidance_decoder=args.guidance_decoder, guidance_early_stop=args.early_stop,
         guidance_latent=args.guidance_latent,
         guidance_precision=args.guidance_precision, guidance_batch=args.guidance_batch,

@@ -33,7 +33,7 @@ _KNOBS = {**SamplingOptions.defaults(), **GradopOptions.defaults(), **GradopPlus
 DEFAULTS = dict(
     prompt="", negative_prompt="", style=None, method="gradop+", seed=0, random_seed=True,
     **{k: _KNOBS[k] for k in ("steps", "guidance_scale", "strength", "iterations", "grad_steps", "opt_steps",
-                              "lr", "guidance_decoder", "guidance_latent", "painting", "region_strength",
+                              "lr", "opt_lr", "guidance_decoder", "guidance_latent", "painting", "region_strength",
                               "num_images")}, brush_color="#2f6fd0",
     brush_size=24, tool="freedraw", canvas_size=512, background="blank", edit_mode=True,
 )
@@ -45,7 +45,7 @@ CHOICES = dict(canvas_size=CANVAS_SIZES, method=tuple(METHOD_LABELS), background
                tool=(*TOOLS, None), painting=tuple(PAINTING_FUNCTIONS), style=(*serving.STYLE_PRESETS, None),
                guidance_decoder=tuple(GUIDANCE_DECODERS), guidance_latent=tuple(GUIDANCE_LATENTS))
 RANGES = dict(steps=(1, 200), guidance_scale=(0.0, 30.0), strength=(0.0, 1.0), num_images=(1, 4),
-              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), lr=(0.001, 1.0),
+              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), lr=(0.001, 2.0), opt_lr=(0.001, 1.0),
               region_strength=(0.0, 2.0), brush_size=(2, 96), seed=(0, 2**32 - 1))
 
 
@@ -89,7 +89,7 @@ def generation_runs(settings: Mapping, model_side: int, strokes: Image.Image | N
     guided = dict(strokes=strokes, background=background, strength=float(settings["strength"]),
                   painting=settings["painting"], iterations=int(settings["iterations"]),
                   grad_steps=int(settings["grad_steps"]), opt_steps=int(settings["opt_steps"]),
-                  lr=float(settings["lr"]), guidance_decoder=settings["guidance_decoder"],
+                  lr=float(settings["lr"]), opt_lr=float(settings["opt_lr"]), guidance_decoder=settings["guidance_decoder"],
                   guidance_latent=settings["guidance_latent"])
     if background is not None:
         guided["edit"] = edit

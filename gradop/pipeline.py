@@ -382,7 +382,7 @@ class GradopPipeline:
         sample = self._text2img(call, height, width, None, output_type="latent", counter=counter,
                                 trajectory=trajectory, blend=blend)
         optimized, losses = optimize_latents(
-            sample, decode, target, paint, steps=opts.opt_steps, lr=opts.lr, anchor=sample, gamma=opts.gamma,
+            sample, decode, target, paint, steps=opts.opt_steps, lr=opts.opt_lr, anchor=sample, gamma=opts.gamma,
             batch=opts.guidance_batch, early_stop=opts.guidance_early_stop,
             on_step=lambda *_: counter.advance("optimising"),
         )

@@ -199,6 +199,16 @@ def test_guidance_knobs_reach_the_library_and_the_png(generate_calls):
     assert at.selectbox(key="guidance_decoder").disabled and at.selectbox(key="guidance_latent").disabled
 
 
+def test_gradop_has_its_own_learning_rate(generate_calls):
+    # GradOP+'s default step (0.4, three Adam steps) is not GradOP's (0.1, fifty): one widget each.
+    at = open_app(painting(), prompt=PROMPT, method="gradop", opt_lr=0.05, random_seed=False, seed=3)
+    assert at.number_input(key="lr").disabled and not at.number_input(key="opt_lr").disabled
+    at = generate(at)
+    no_exception(at)
+    assert generate_calls[-1]["method"] == "gradop" and generate_calls[-1]["opt_lr"] == 0.05
+    assert at.session_state["outputs"][0].params["opt_lr"] == 0.05
+
+
 def test_the_servers_cpu_threads_reach_the_job(fake_generate, monkeypatch):
     from gradop import jobs
 

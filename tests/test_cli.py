@@ -39,10 +39,13 @@ def test_generate_writes_a_png_with_its_parameters(tiny_model_dir, stroke_file, 
 def test_compare_writes_a_grid_and_one_png_per_method(tiny_model_dir, stroke_file, tmp_path, capsys):
     out = tmp_path / "grid.png"
     code = main(["generate", "--strokes", str(stroke_file), "--prompt", "a fox", "--out", str(out), "--compare",
-                 "--model", str(tiny_model_dir), "--steps", "3", "--grad-steps", "1", "--opt-steps", "2"])
+                 "--model", str(tiny_model_dir), "--steps", "3", "--grad-steps", "1", "--opt-steps", "2",
+                 "--opt-lr", "0.05"])
     assert code == 0
     grid_params = read_params(out)["compare"]
     assert [p["method"] for p in grid_params] == ["text", "sdedit", "gradop", "gradop+"]
+    # Each guided method keeps its own learning rate: --opt-lr is GradOP's, --lr (default 0.4) GradOP+'s.
+    assert grid_params[2]["opt_lr"] == 0.05 and "lr" not in grid_params[2] and grid_params[3]["lr"] == 0.4
     assert len({p["seed"] for p in grid_params}) == 1  # the same seed for every method
     for suffix in ("text", "sdedit", "gradop", "gradop_plus"):
         assert read_params(tmp_path / f"grid_{suffix}.png")["seed"] == grid_params[0]["seed"]
@@ -63,6 +66,7 @@ def test_text_method_needs_no_strokes(tiny_model_dir, tmp_path):
         (["--strength", "1.5"], "strength"),
         (["--steps", "0"], "steps"),
         (["--lr", "nan"], "learning rate"),
+        (["--opt-lr", "0"], "optimisation learning rate"),
         (["--height", "100"], "multiple of 8"),
         (["--region", "lake"], "COLOUR=WORD"),
     ],

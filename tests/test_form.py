@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from gradop import form
-from gradop.options import GradopPlusOptions, SamplingOptions, parse_options
+from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions, parse_options
 from gradop.regions import find_regions
 
 BLUE = (47, 111, 208, 255)
@@ -23,6 +23,7 @@ def settings(**changes) -> dict:
 def test_defaults_are_the_librarys_and_every_default_is_allowed():
     assert form.DEFAULTS["steps"] == SamplingOptions.defaults()["steps"]
     assert form.DEFAULTS["lr"] == GradopPlusOptions.defaults()["lr"]
+    assert form.DEFAULTS["opt_lr"] == GradopOptions.defaults()["opt_lr"] != form.DEFAULTS["lr"]
     assert form.fixes(form.DEFAULTS) == {}
     for key, allowed in form.CHOICES.items():
         assert form.DEFAULTS[key] in allowed, key

@@ -291,6 +291,28 @@ def test_decoder_parity_compares_the_cheap_decoder_with_the_full_vae(factor, noi
         assert summary["decoder_parity"]["gradop+"]["within_ci"] is True
 
 
+def test_parity_compares_fewer_adam_steps_with_the_release_schedule_of_the_full_vae():
+    from gradop.quality.runner import SCHEDULE_SETTINGS
+    from gradop.quality.summary import summarise
+
+    rows = _synthetic_rows(gradop_realism=0.7, gradop_l2=0.04)
+    base = [r for r in rows if r.get("setting") == "gradop+"]
+    release = [{**r, "setting": "gradop+ release", "realism_judge": r["realism_judge"] * 0.98} for r in base]
+    fewer = [{**r, "setting": SCHEDULE_SETTINGS[-1].label, "blurred_l2": r["blurred_l2"] * 1.08} for r in base]
+    fp32 = [{**r, "setting": "gradop+ fp32"} for r in base]  # fp32 at the default schedule: not the release's
+    earlier = [{**r, "setting": "gradop+ s0.9 it2"} for r in base]  # another window: a different method, not a cheaper path
+    parity = summarise(rows + release + fewer + fp32 + earlier)["decoder_parity"]
+    entry = parity[SCHEDULE_SETTINGS[-1].label]
+    assert entry["against"] == "gradop+ release"
+    assert (entry["decoder"], entry["grad_steps"], entry["lr"]) == ("vae", 1, 1.2)
+    assert entry["blurred_l2"]["relative"] == pytest.approx(0.08) and entry["within"] is False
+    # The default (three Adam steps of 0.4) is itself a cheaper path against the release's schedule.
+    default = parity["gradop+"]
+    assert default["against"] == "gradop+ release" and (default["grad_steps"], default["lr"]) == (3, 0.4)
+    assert default["realism_judge"]["relative"] == pytest.approx(1 / 0.98 - 1) and default["within"] is True
+    assert "gradop+ s0.9 it2" not in parity and parity["gradop+ fp32"]["against"] == "gradop+ release"
+
+
 def test_world_v2_paintings_draw_its_new_classes_and_the_demo_models_world_is_the_default():
     from gradop.quality.scenes import render_app_painting
     from gradop.world import DEFAULT_WORLD, sample_scene

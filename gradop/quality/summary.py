@@ -13,7 +13,7 @@ VALID_AUC = 0.75  # a realism signal must rank photos above paintings at least t
 SIGNALS = ("judge", "texture")
 FAITHFULNESS = ("blurred_l2", "painted_l2", "region_colour_error")
 SHARE_TARGET = 0.9
-PARITY = 0.05  # issue 12: a cheaper guidance decoder may be the default only within 5% of the full VAE
+PARITY = 0.05  # issue 12: a cheaper guidance path may be the default only within 5% of the full VAE
 
 
 def _rows(rows, **match):
@@ -106,38 +106,43 @@ def promise_one(rows: list[dict], validation: dict) -> dict:
 
 
 def decoder_parity(rows: list[dict], validation: dict) -> dict:
-    """GradOP+ at its defaults with each cheaper guidance path (another decoder, or the decoder
-    under bf16 autocast) against the full VAE in its own precision (a setting that differs from
-    the defaults at most by those knobs): the relative change of mean blurred L2 and of each
-    validated realism signal, with the paired CI of the difference."""
-    from gradop.options import GradopPlusOptions
+    """GradOP+ at its defaults with each cheaper guidance path (another decoder, the decoder under
+    bf16 autocast, or fewer Adam steps) against the full VAE in its own precision at the default
+    Adam schedule (a setting that differs from the defaults at most by those knobs): the relative
+    change of mean blurred L2 and of each validated realism signal, with the paired CI of the
+    difference."""
+    from gradop.options import RELEASE_ADAM, GradopPlusOptions
     from gradop.quality.runner import SETTINGS_BY_LABEL
 
-    cheap_knobs, defaults = {"guidance_decoder", "guidance_precision"}, GradopPlusOptions()
+    cheap_knobs, defaults = {"guidance_decoder", "guidance_precision", "grad_steps", "lr"}, GradopPlusOptions()
     guided = _rows(rows, section="guided")
-    paths = {}  # (decoder, precision) -> label, for the settings that were run
+    paths = {}  # (decoder, precision, Adam steps, lr) -> label, for the settings that were run
     for label in dict.fromkeys(_column(guided, "setting")):
         setting = SETTINGS_BY_LABEL.get(label)
         if setting is None or setting.method != "gradop+" or set(setting.kwargs) - cheap_knobs:
             continue
-        path = (setting.kwargs.get("guidance_decoder", defaults.guidance_decoder),
-                setting.kwargs.get("guidance_precision", defaults.guidance_precision))
+        path = tuple(setting.kwargs.get(knob, getattr(defaults, knob)) for knob in
+                     ("guidance_decoder", "guidance_precision", "grad_steps", "lr"))
         if setting.kwargs:  # a label that names its path wins over the defaults'
             paths[path] = label
         else:
             paths.setdefault(path, label)
     keys = ["blurred_l2"] + [f"realism_{s}" for s in SIGNALS if validation.get(s, {}).get("valid")]
     out = {}
-    # The exact path: the fp32 decoder when it was run by name ("auto" is bf16 on some CPUs).
-    exact = ("vae", "native") if ("vae", "native") in paths else ("vae", "auto")
-    if exact not in paths:
+    # The exact path: the full VAE at the release's Adam schedule (else at the default one, when
+    # the release's was not run), in fp32 when that was run by name ("auto" is bf16 on some CPUs).
+    schedules = [(RELEASE_ADAM["grad_steps"], RELEASE_ADAM["lr"]), (defaults.grad_steps, defaults.lr)]
+    exact = next((p for adam in schedules for p in (("vae", "native", *adam), ("vae", "auto", *adam)) if p in paths),
+                 None)
+    if exact is None:
         return out
     full = _rows(guided, setting=paths[exact])
-    for (decoder, precision), label in paths.items():
-        if (decoder, precision) == exact:
+    for (decoder, precision, grad_steps, lr), label in paths.items():
+        if (decoder, precision, grad_steps, lr) == exact:
             continue
         cheap = _rows(guided, setting=label)
-        entry = {"against": paths[exact], "decoder": decoder, "precision": precision}
+        entry = {"against": paths[exact], "decoder": decoder, "precision": precision, "grad_steps": grad_steps,
+                 "lr": lr}
         for key in keys:
             a, b = float(np.mean(_column(cheap, key))), float(np.mean(_column(full, key)))
             entry[key] = {"cheap": a, "full": b, "relative": (a - b) / abs(b) if b else float("nan"),
