@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["auto"], choices=PRECISION_MODES,
                         help="guidance_precision for each decoder line (bf16: autocast, e.g. on CPUs with AMX)")
     parser.add_argument("--early-stop", type=float, default=0.0, help="guidance_early_stop for every line")
+    parser.add_argument("--warmup-steps", type=int, default=1,
+                        help="steps of the untimed text2img first (on this CPU the first full run was a third slower "
+                             "than later ones even after one step)")
     parser.add_argument("--interleave", action="store_true",
                         help="time text2img before and after every line (a machine whose speed drifts)")
     parser.add_argument("--adam", nargs="+", default=[], metavar="STEPSxLR",
@@ -77,7 +80,7 @@ def main() -> None:
           f"compile UNet {args.compile_unet}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    pipe.text2img(prompt, **common | {"steps": 1})  # warm-up (allocator, kernels)
+    pipe.text2img(prompt, **common | {"steps": args.warmup_steps})  # warm-up (allocator, kernels), untimed
     cuda = device.type == "cuda"
 
     def measure(fn):
