@@ -127,7 +127,9 @@ def main() -> None:
     if not args.interleave:
         texts.append(time_text())
     mean = sum(t for t, _ in texts) / len(texts)
-    print(f"\nsummary (ratio to text2img at the same steps: {'the mean of the runs just before and after each line' if args.interleave else 'the mean of the first and last runs'}; "
+    against = "the mean of the runs just before and after each line" if args.interleave else \
+        "the mean of the first and last runs"
+    print(f"\nsummary (ratio to text2img at the same steps: {against}; "
           f"text2img {min(t for t, _ in texts):.2f}-{max(t for t, _ in texts):.2f} s over {len(texts)} runs):")
     print(f"{'method':<28} {'s/image':>8} {'ratio':>6} {'setup s':>8}" + (f" {'peak GiB':>9}" if cuda else ""))
     print(f"{'text2img':<28} {mean:8.2f} {1:6.2f} {0:8.1f}" + (f" {texts[0][1]:9.2f}" if cuda else ""))

@@ -174,7 +174,7 @@ class GradopPlusOptions(GuidanceKnobs):
     iterations: int = knob(3, "iterations", whole=True, low=1, help="optimised sampling steps")
     # The release runs 12 Adam steps of 0.1 per iteration. Three of 0.4 (the same step budget,
     # a quarter of the decode + backward passes) scored within 5% of it on both faithfulness and
-    # realism on the held-out quality benchmark (README "Guidance decoders and Adam steps");
+    # realism on the held-out quality benchmark (README, the `grad_steps` knob);
     # RELEASE_ADAM gives the release's schedule back.
     grad_steps: int = knob(3, "gradient steps", whole=True, low=1, help="Adam steps per iteration")
     lr: float = knob(0.4, "learning rate", above=0, help="Adam learning rate")
