@@ -46,8 +46,7 @@ def main() -> None:
                         help="guidance_precision for each decoder line (bf16: autocast, e.g. on CPUs with AMX)")
     parser.add_argument("--early-stop", type=float, default=0.0, help="guidance_early_stop for every line")
     parser.add_argument("--warmup-steps", type=int, default=1,
-                        help="steps of the untimed text2img first (on this CPU the first full run was a third slower "
-                             "than later ones even after one step)")
+                        help="steps of the untimed text2img run first (default 1: kernels and allocator only)")
     parser.add_argument("--interleave", action="store_true",
                         help="time text2img before and after every line (a machine whose speed drifts)")
     parser.add_argument("--adam", nargs="+", default=[], metavar="STEPSxLR",
