@@ -81,11 +81,11 @@ REGION_STRENGTHS = (0.5, 2.0)
 # it (README "Quality benchmark", `bash bench/run_quality.sh window`). Selectable with --settings.
 # Measured with the release's Adam schedule, which they keep.
 WINDOW_SETTINGS = (
-    Setting("gradop+ s0.85 it2 lr0.15", "gradop+", (("strength", 0.85), ("iterations", 2), ("grad_steps", 12),
-                                                    ("lr", 0.15))),
+    Setting("gradop+ s0.85 it2 lr0.15", "gradop+", (("strength", 0.85), ("iterations", 2),
+                                                    ("grad_steps", RELEASE_ADAM["grad_steps"]), ("lr", 0.15))),
     Setting("gradop+ s0.9 it2", "gradop+", (("strength", 0.9), ("iterations", 2), *RELEASE_ADAM.items())),
     Setting("gradop+ s0.95 it2 gs16", "gradop+", (("strength", 0.95), ("iterations", 2), ("grad_steps", 16),
-                                                  ("lr", 0.1))),
+                                                  ("lr", RELEASE_ADAM["lr"]))),
 )
 # The exact VAE path in fp32 and under bf16 autocast (what "auto" runs on CPUs with native bf16).
 PRECISION_SETTINGS = (Setting("gradop+ fp32", "gradop+", (("guidance_precision", "native"),)),

@@ -106,31 +106,29 @@ def promise_one(rows: list[dict], validation: dict) -> dict:
 
 
 def decoder_parity(rows: list[dict], validation: dict) -> dict:
-    """GradOP+ at its defaults with each cheaper guidance path (another decoder, the decoder under
-    bf16 autocast, or fewer Adam steps) against the full VAE in its own precision at the default
-    Adam schedule (a setting that differs from the defaults at most by those knobs): the relative
-    change of mean blurred L2 and of each validated realism signal, with the paired CI of the
-    difference."""
+    """GradOP+ with each cheaper guidance path (another decoder, the decoder under bf16 autocast,
+    or fewer Adam steps; a setting that differs from the defaults at most by those knobs) against
+    the exact path: the full VAE at the release's Adam schedule (at the default one when the
+    release's was not run), fp32 when that was run by name. The relative change of mean blurred
+    L2 and of each validated realism signal, with the paired CI of the difference."""
     from gradop.options import RELEASE_ADAM, GradopPlusOptions
     from gradop.quality.runner import SETTINGS_BY_LABEL
 
-    cheap_knobs, defaults = {"guidance_decoder", "guidance_precision", "grad_steps", "lr"}, GradopPlusOptions()
+    cheap_knobs, defaults = ("guidance_decoder", "guidance_precision", "grad_steps", "lr"), GradopPlusOptions()
     guided = _rows(rows, section="guided")
     paths = {}  # (decoder, precision, Adam steps, lr) -> label, for the settings that were run
     for label in dict.fromkeys(_column(guided, "setting")):
         setting = SETTINGS_BY_LABEL.get(label)
-        if setting is None or setting.method != "gradop+" or set(setting.kwargs) - cheap_knobs:
+        if setting is None or setting.method != "gradop+" or set(setting.kwargs) - set(cheap_knobs):
             continue
-        path = tuple(setting.kwargs.get(knob, getattr(defaults, knob)) for knob in
-                     ("guidance_decoder", "guidance_precision", "grad_steps", "lr"))
+        path = tuple(setting.kwargs.get(knob, getattr(defaults, knob)) for knob in cheap_knobs)
         if setting.kwargs:  # a label that names its path wins over the defaults'
             paths[path] = label
         else:
             paths.setdefault(path, label)
     keys = ["blurred_l2"] + [f"realism_{s}" for s in SIGNALS if validation.get(s, {}).get("valid")]
     out = {}
-    # The exact path: the full VAE at the release's Adam schedule (else at the default one, when
-    # the release's was not run), in fp32 when that was run by name ("auto" is bf16 on some CPUs).
+    # "auto" is bf16 on some CPUs, hence fp32 ("native") first.
     schedules = [(RELEASE_ADAM["grad_steps"], RELEASE_ADAM["lr"]), (defaults.grad_steps, defaults.lr)]
     exact = next((p for adam in schedules for p in (("vae", "native", *adam), ("vae", "auto", *adam)) if p in paths),
                  None)
