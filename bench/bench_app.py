@@ -14,9 +14,10 @@ back from those PNGs) through the library, without a server, and prints the rati
                                                        # Streamlit's own defaults, for comparison
 
 The library side is timed twice (before and after the app, on the same machine) and the ratio
-uses their mean. Also printed: the same calls through gradop.jobs.GenerationJob (the app's
-worker thread with its live previews, but no server), which separates preview cost from
-server overhead. A benchmark, not a test: numbers vary with the machine's load.
+uses their mean. Also printed, last: the same calls through gradop.jobs.GenerationJob (the app's
+worker thread with its live previews, but no server). In this process that is torch's second
+thread, on which this 2-core CPU ran the demo model's small ops at about one core's speed, so
+that line is an upper bound; in the server the worker is the only thread that generates. A benchmark, not a test: numbers vary with the machine's load.
 """
 
 from __future__ import annotations
@@ -232,6 +233,9 @@ def time_job(pipeline, calls, strokes) -> float:
             for method, kwargs in calls]
     job = jobs.GenerationJob(pipeline, runs).start()
     job.wait()
+    worker = jobs.worker_for(pipeline)  # ended here: a worker thread still alive at exit aborts the process
+    worker.stop()
+    worker.thread.join()
     if job.status != "done":
         raise SystemExit(f"the job ended {job.status}: {job.message}")
     return job.elapsed
@@ -275,10 +279,13 @@ def main() -> None:
     if args.quick:
         library, library_cpu, job_seconds = library_before, cpu_before, None
     else:
-        job_seconds = time_job(pipeline, calls, strokes)
         library_after, cpu_after = time_library(pipeline, calls, strokes)
         print(f"library again (after):                  {library_after:7.2f} s")
         library, library_cpu = (library_before + library_after) / 2, (cpu_before + cpu_after) / 2
+        # Last: once torch has run on a second thread of this process, small CPU ops on either
+        # thread ran at about one core's speed (measured: the demo model's text2img took 2.9 s on
+        # a new thread against 1.3 s on the main one), so a library run after it would be slowed.
+        job_seconds = time_job(pipeline, calls, strokes)
     print(f"model {model}, {params[0]['height']} px, {params[0]['steps']} steps, methods "
           f"{', '.join(m for m, _ in calls)}; load average {os.getloadavg()[0]:.1f}")
     print(f"app Compare all (click to Done):        {app_seconds:7.2f} s")

@@ -6,7 +6,7 @@
 #   bash bench/run_quality.sh window        # SDEdit against GradOP+ with two earlier pulls -> build/quality-window
 #   bash bench/run_quality.sh bf16          # GradOP+ with its decoder in fp32 and under bf16 autocast -> build/quality-bf16
 #   bash bench/run_quality.sh tiny          # GradOP+ with the exact VAE and with the shipped tiny decoder -> build/quality-tiny
-#   bash bench/run_quality.sh steps         # GradOP+'s Adam schedules: the release's, the default, fewer -> build/quality-steps
+#   bash bench/run_quality.sh steps         # GradOP+'s Adam schedules on 216 paintings: the release's, the default, others -> build/quality-steps
 #   bash bench/run_quality.sh parity        # vae-half against the exact VAE on 216 paintings -> build/quality-parity
 # Every mode measures the shipped demo model on its world (3) with its judge (judge3).
 set -euo pipefail
@@ -27,8 +27,8 @@ elif [ "${1:-}" = tiny ]; then
     args=(--ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ tiny")
 elif [ "${1:-}" = steps ]; then
     out=build/quality-steps
-    args=(--ambiguous 0 --edit 0 --settings text2img "sdedit 0.8" "gradop+ release" "gradop+" "gradop+ gs2 lr0.6"
-          "gradop+ gs1 lr1.2")
+    args=(--world 108 --app 108 --ambiguous 0 --edit 0 --settings text2img "sdedit 0.8" "gradop+ release" "gradop+"
+          "gradop+ gs3 lr0.4" "gradop+ gs1 lr1.3")
 elif [ "${1:-}" = parity ]; then
     out=build/quality-parity
     args=(--world 108 --app 108 --ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae-half")

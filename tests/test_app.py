@@ -200,7 +200,7 @@ def test_guidance_knobs_reach_the_library_and_the_png(generate_calls):
 
 
 def test_gradop_has_its_own_learning_rate(generate_calls):
-    # GradOP+'s default step (0.4, three Adam steps) is not GradOP's (0.1, fifty): one widget each.
+    # GradOP+'s default step (1.5, one Adam step) is not GradOP's (0.1, fifty): one widget each.
     at = open_app(painting(), prompt=PROMPT, method="gradop", opt_lr=0.05, random_seed=False, seed=3)
     assert at.number_input(key="lr").disabled and not at.number_input(key="opt_lr").disabled
     at = generate(at)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from gradop.cli import main, parse_region_flags
 from gradop.metadata import read_params
+from gradop.options import GradopPlusOptions
 
 
 @pytest.fixture
@@ -44,8 +45,9 @@ def test_compare_writes_a_grid_and_one_png_per_method(tiny_model_dir, stroke_fil
     assert code == 0
     grid_params = read_params(out)["compare"]
     assert [p["method"] for p in grid_params] == ["text", "sdedit", "gradop", "gradop+"]
-    # Each guided method keeps its own learning rate: --opt-lr is GradOP's, --lr (default 0.4) GradOP+'s.
-    assert grid_params[2]["opt_lr"] == 0.05 and "lr" not in grid_params[2] and grid_params[3]["lr"] == 0.4
+    # Each guided method keeps its own learning rate: --opt-lr is GradOP's, --lr (default 1.5) GradOP+'s.
+    assert grid_params[2]["opt_lr"] == 0.05 and "lr" not in grid_params[2]
+    assert grid_params[3]["lr"] == GradopPlusOptions().lr
     assert len({p["seed"] for p in grid_params}) == 1  # the same seed for every method
     for suffix in ("text", "sdedit", "gradop", "gradop_plus"):
         assert read_params(tmp_path / f"grid_{suffix}.png")["seed"] == grid_params[0]["seed"]

@@ -90,10 +90,11 @@ WINDOW_SETTINGS = (
 # The exact VAE path in fp32 and under bf16 autocast (what "auto" runs on CPUs with native bf16).
 PRECISION_SETTINGS = (Setting("gradop+ fp32", "gradop+", (("guidance_precision", "native"),)),
                       Setting("gradop+ bf16", "gradop+", (("guidance_precision", "bf16"),)))
-# Fewer, larger Adam steps than the default's 3 x 0.4 (the same step budget, steps x lr = 1.2, as
-# the release's 12 x 0.1): a sixth and a twelfth of the release's decode + backward passes.
+# Other Adam schedules against the release's 12 x 0.1 (the default is one step of 1.5): session
+# 10's default 3 x 0.4 and 2 x 0.6 (the release's step budget, steps x lr = 1.2, in fewer
+# passes), and single steps of 1.2 and 1.3 (shorter sign steps than the default's).
 SCHEDULE_SETTINGS = tuple(Setting(f"gradop+ gs{g} lr{lr}", "gradop+", (("grad_steps", g), ("lr", lr)))
-                          for g, lr in ((2, 0.6), (1, 1.2)))
+                          for g, lr in ((3, 0.4), (2, 0.6), (1, 1.2), (1, 1.3)))
 EXTRA_SETTINGS = DECODER_SETTINGS + WINDOW_SETTINGS + PRECISION_SETTINGS + SCHEDULE_SETTINGS  # only with --settings
 SETTINGS_BY_LABEL = {s.label: s for s in (*GUIDED_SETTINGS, *EXTRA_SETTINGS, PAINTING_LIKE_REFERENCE)}
 
