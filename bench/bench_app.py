@@ -17,7 +17,8 @@ The library side is timed twice (before and after the app, on the same machine) 
 uses their mean. Also printed, last: the same calls through gradop.jobs.GenerationJob (the app's
 worker thread with its live previews, but no server). In this process that is torch's second
 thread, on which this 2-core CPU ran the demo model's small ops at about one core's speed, so
-that line is an upper bound; in the server the worker is the only thread that generates. A benchmark, not a test: numbers vary with the machine's load.
+that line is an upper bound; in the server the worker is the only thread that generates. A
+benchmark, not a test: numbers vary with the machine's load.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gradop.options import RELEASE_ADAM  # noqa: E402
 from gradop.world import DEFAULT_WORLD, WORLDS, render_photo, sample_scene  # noqa: E402
 from gradop.world.scene import HELDOUT_SEED  # noqa: E402
 from train.common import Logger  # noqa: E402
@@ -89,8 +90,11 @@ def trajectory_latents(scenes: int, step_counts: list[int], world: int = DEFAULT
         for seed in range(scenes):
             scene, before = sample_scene(seed, world), len(seen)
             painted = to_pil(render_strokes(scene))
+            # The release's Adam schedule, with which the shipped decoder was taught (session 9): 12
+            # latents per iteration, most of them already moved by Adam (the default's one step
+            # records only the sampler's own latents).
             pipe.generate("gradop+", caption(scene), painted, seed=seed, steps=step_counts[seed % len(step_counts)],
-                          guidance_decoder="vae", guidance_precision="native")
+                          guidance_decoder="vae", guidance_precision="native", **RELEASE_ADAM)
             strokes += [pil_to_tensor(painted)] * (len(seen) - before)
     return torch.cat(seen), torch.cat(strokes)
 
