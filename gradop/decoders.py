@@ -256,6 +256,26 @@ class GuidanceDecoders:
         return tiny_decoder(autoencoder)
 
 
+def exact_guidance_latents(pipe, paintings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(every latent GradOP+ asks the exact VAE decoder to decode, the strokes each is pulled to)
+    for `paintings`, each (prompt, strokes image, seed, steps): what a stand-in decoder is taught
+    and checked on (train/distill_guidance_decoder.py, tests/test_decoders.py). In fp32 and with
+    the release's Adam schedule, with which the shipped tiny decoder was taught (session 9): 12
+    latents per iteration, most already moved by Adam; the default's single step would record only
+    the sampler's own latents."""
+    from gradop.images import pil_to_tensor
+    from gradop.options import RELEASE_ADAM  # gradop.options imports this module
+
+    strokes = []
+    with pipe.guidance_decoders.recording("vae") as seen:
+        for prompt, painted, seed, steps in paintings:
+            before = len(seen)
+            pipe.generate("gradop+", prompt, painted, seed=seed, steps=steps, guidance_decoder="vae",
+                          guidance_precision="native", **RELEASE_ADAM)
+            strokes += [pil_to_tensor(painted)] * (len(seen) - before)
+    return torch.cat(seen), torch.cat(strokes)
+
+
 def check_decoder_name(name) -> None:
     if name not in GUIDANCE_DECODERS:
         raise ValueError(f"unknown guidance decoder '{name}'; choose one of {', '.join(GUIDANCE_DECODERS)}")

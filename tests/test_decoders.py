@@ -7,10 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradop.decoders import (DEMO_TINY_DECODER, GUIDANCE_DECODERS, GuidanceDecoders, fit_latent_to_rgb,
-                             half_size, latent_map_decoder, vae_decoder)
+from gradop.decoders import (DEMO_TINY_DECODER, GUIDANCE_DECODERS, GuidanceDecoders, exact_guidance_latents,
+                             fit_latent_to_rgb, half_size, latent_map_decoder, vae_decoder)
 from gradop.metadata import png_bytes, read_params
-from gradop.options import RELEASE_ADAM
 from gradop.world import render_photo, sample_scene
 from gradop.world.scene import HELDOUT_SEED
 
@@ -137,23 +136,17 @@ def demo_pipe():
 
 @pytest.fixture(scope="module")
 def guided_latents(demo_pipe):
-    """What GradOP+ asks its exact decoder to decode (every Adam step's latent) on two held-out
-    scenes, each with the strokes it is pulled to. With the release's Adam schedule, as the shipped
-    tiny decoder was taught (train/distill_guidance_decoder.py): the default's single step would
-    record only the sampler's own latents (on those the tiny decoder's cosine is 0.58)."""
-    from gradop.images import pil_to_tensor
+    """What GradOP+ asks its exact decoder to decode (every Adam step's latent, at the release's
+    Adam schedule: see exact_guidance_latents) on two held-out scenes, each with the strokes it is
+    pulled to. At the default's single step the tiny decoder's cosine is 0.58 on those latents."""
     from gradop.world import caption, render_strokes, to_pil
 
-    exact, strokes = demo_pipe.guidance_decoders("vae"), []
-    with demo_pipe.guidance_decoders.recording("vae") as seen:
-        for seed in (HELDOUT_SEED + 21, HELDOUT_SEED + 22):
-            scene, before = sample_scene(seed), len(seen)
-            painted = to_pil(render_strokes(scene))
-            demo_pipe.generate("gradop+", caption(scene), painted, seed=seed, steps=25, guidance_decoder="vae",
-                               guidance_precision="native", **RELEASE_ADAM)
-            strokes += [pil_to_tensor(painted)] * (len(seen) - before)
-    assert seen and demo_pipe.guidance_decoders("vae") is exact  # the exact decoder is back, unwrapped
-    return torch.cat(seen), torch.cat(strokes)
+    exact = demo_pipe.guidance_decoders("vae")
+    scenes = {seed: sample_scene(seed) for seed in (HELDOUT_SEED + 21, HELDOUT_SEED + 22)}
+    recorded = exact_guidance_latents(demo_pipe, [(caption(scene), to_pil(render_strokes(scene)), seed, 25)
+                                                  for seed, scene in scenes.items()])
+    assert len(recorded[0]) and demo_pipe.guidance_decoders("vae") is exact  # the exact decoder is back, unwrapped
+    return recorded
 
 
 @pytest.mark.skipif(not (DEMO_TINY_DECODER / "config.json").is_file(), reason="distilled decoder not shipped")

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gradop.options import RELEASE_ADAM  # noqa: E402
 from gradop.world import DEFAULT_WORLD, WORLDS, render_photo, sample_scene  # noqa: E402
 from gradop.world.scene import HELDOUT_SEED  # noqa: E402
 from train.common import Logger  # noqa: E402
@@ -79,24 +78,17 @@ def dataset(vae, scenes: int, seed: int, world: int = DEFAULT_WORLD) -> tuple[to
 def trajectory_latents(scenes: int, step_counts: list[int], world: int = DEFAULT_WORLD):
     """(latents the exact guidance decoder was asked to decode, the strokes each was pulled to),
     from GradOP+ runs of the demo pipeline on training scenes 0 .. scenes - 1."""
-    from gradop.images import pil_to_tensor
+    from gradop.decoders import exact_guidance_latents
     from gradop.pipeline import GradopPipeline
     from gradop.world import caption, render_strokes, to_pil
 
     assert scenes < HELDOUT_SEED
     pipe = GradopPipeline.from_pretrained(str(DEMO))
-    strokes = []
-    with pipe.guidance_decoders.recording("vae") as seen:
-        for seed in range(scenes):
-            scene, before = sample_scene(seed, world), len(seen)
-            painted = to_pil(render_strokes(scene))
-            # The release's Adam schedule, with which the shipped decoder was taught (session 9): 12
-            # latents per iteration, most of them already moved by Adam (the default's one step
-            # records only the sampler's own latents).
-            pipe.generate("gradop+", caption(scene), painted, seed=seed, steps=step_counts[seed % len(step_counts)],
-                          guidance_decoder="vae", guidance_precision="native", **RELEASE_ADAM)
-            strokes += [pil_to_tensor(painted)] * (len(seen) - before)
-    return torch.cat(seen), torch.cat(strokes)
+    paintings = []
+    for seed in range(scenes):
+        scene = sample_scene(seed, world)
+        paintings.append((caption(scene), to_pil(render_strokes(scene)), seed, step_counts[seed % len(step_counts)]))
+    return exact_guidance_latents(pipe, paintings)
 
 
 def main() -> None:
