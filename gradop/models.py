@@ -6,6 +6,7 @@ with one line that says what to do, instead of a huggingface_hub traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -92,6 +93,9 @@ def ddim_scheduler(config: dict):
     scheduler = DDIMScheduler.from_config(config, **DDIM_SETTINGS)
     step = scheduler.step
 
+    # wraps: diffusers passes `eta` and `generator` only to a step whose signature names them
+    # (prepare_extra_step_kwargs); a bare (*args, **kwargs) made every sampler deterministic DDIM.
+    @functools.wraps(step)
     def recording_step(*args, **kwargs):  # on the instance: the class and its saved config stay diffusers'
         output = step(*args, **kwargs)
         scheduler.last_x0 = output[1]  # pred_original_sample (tuple or output dataclass)

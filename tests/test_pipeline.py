@@ -40,13 +40,16 @@ def test_sdedit_equals_diffusers_img2img_pixel_for_pixel(tiny_pipe, strokes):
     assert np.array_equal(pixels(ours), np.stack([np.asarray(i) for i in reference]))
 
 
-def test_text2img_equals_diffusers_text_to_image(tiny_pipe):
-    ours = tiny_pipe.text2img(PROMPT, height=64, width=64, **FAST)
+@pytest.mark.parametrize("eta", [0.0, 1.0])  # 1: DDPM-like steps, drawing noise from the seeded generator
+def test_text2img_equals_diffusers_text_to_image(tiny_pipe, eta):
+    ours = tiny_pipe.text2img(PROMPT, height=64, width=64, eta=eta, **FAST)
     reference = diffusers_pipe(StableDiffusionPipeline, tiny_pipe)(
-        PROMPT, height=64, width=64, num_inference_steps=FAST["steps"],
+        PROMPT, height=64, width=64, num_inference_steps=FAST["steps"], eta=eta,
         generator=torch.Generator().manual_seed(FAST["seed"]),
     ).images
     assert np.array_equal(pixels(ours), np.asarray(reference[0])[None])
+    if eta:
+        assert not np.array_equal(pixels(ours), pixels(tiny_pipe.text2img(PROMPT, height=64, width=64, **FAST)))
 
 
 @pytest.mark.parametrize("method", METHODS)
