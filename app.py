@@ -44,6 +44,7 @@ from PIL import Image
 from gradop import form, jobs, serving
 from gradop.form import BACKGROUNDS, CANVAS_SIZES, CHOICES, DEFAULTS, METHOD_LABELS, RANGES, TOOLS
 from gradop.images import load_image
+from gradop.options import RELEASE_ADAM
 
 log = logging.getLogger("gradop.app")
 serving.log_to_server_output()
@@ -219,24 +220,30 @@ def advanced_section() -> None:
     guided, plus, two_pass = method != "text", method in ("gradop+", "compare"), method in ("gradop", "compare")
     with st.expander("Advanced settings"):
         a, b = st.columns(2)
-        a.number_input("Steps", *RANGES["steps"], key="steps", help="Denoising steps: more is slower and finer (50).")
+        a.number_input("Steps", *RANGES["steps"], key="steps",
+                       help=f"Denoising steps: more is slower and finer ({DEFAULTS['steps']}).")
         b.number_input("Guidance", *RANGES["guidance_scale"], step=0.5, key="guidance_scale",
-                       help="How strongly the prompt steers the image (7.5).")
+                       help=f"How strongly the prompt steers the image ({DEFAULTS['guidance_scale']}).")
         a.slider("Strength", *RANGES["strength"], step=0.05, key="strength", disabled=not guided,
-                 help="Where stroke guidance starts; for SDEdit the noise added to the painting (0.8).")
+                 help="Where stroke guidance starts; for SDEdit the noise added to the painting "
+                      f"({DEFAULTS['strength']}).")
         b.number_input("Images per method", *RANGES["num_images"], key="num_images", help="More images take longer.")
         a.number_input("Iterations", *RANGES["iterations"], key="iterations", disabled=not plus,
-                       help="GradOP+: sampling steps that pull the image towards the strokes (3-5).")
+                       help=f"GradOP+: sampling steps that pull the image towards the strokes "
+                            f"({DEFAULTS['iterations']}).")
         b.number_input("Gradient steps", *RANGES["grad_steps"], key="grad_steps", disabled=not plus,
-                       help="GradOP+: gradient steps per pull (3; the release: 12); the main cost on a CPU.")
+                       help=f"GradOP+: gradient steps per pull ({DEFAULTS['grad_steps']}; the release: "
+                            f"{RELEASE_ADAM['grad_steps']}); the main cost on a CPU.")
         a.number_input("Optimisation steps", *RANGES["opt_steps"], key="opt_steps", disabled=not two_pass,
-                       help="GradOP: gradient steps of its optimisation pass (50).")
+                       help=f"GradOP: gradient steps of its optimisation pass ({DEFAULTS['opt_steps']}).")
         b.selectbox("Painting function", CHOICES["painting"], key="painting", disabled=not guided,
                     help="How an image is reduced to a painting: blur (release) or median + palette (slower).")
         a.number_input("Learning rate", *RANGES["lr"], step=0.05, format="%.3f", key="lr", disabled=not plus,
-                       help="GradOP+: the Adam step on the latent (0.4; the release: 12 steps of 0.1).")
+                       help=f"GradOP+: the Adam step on the latent ({DEFAULTS['lr']}; the release: "
+                            f"{RELEASE_ADAM['grad_steps']} steps of {RELEASE_ADAM['lr']}).")
         b.number_input("Optimisation learning rate", *RANGES["opt_lr"], step=0.01, format="%.3f", key="opt_lr",
-                       disabled=not two_pass, help="GradOP: the Adam step of its optimisation pass (0.1).")
+                       disabled=not two_pass,
+                       help=f"GradOP: the Adam step of its optimisation pass ({DEFAULTS['opt_lr']}).")
         a.selectbox("Guidance decoder", CHOICES["guidance_decoder"], key="guidance_decoder",
                     disabled=not (plus or two_pass),
                     help="What decodes the latent while it is pulled to the strokes: vae (exact, the release's) or "
@@ -293,9 +300,9 @@ def start_generation(pipeline, strokes, background, side, regions, assigned, thr
     seed = serving.new_seed() if s.random_seed else int(s.seed)
     runs = form.generation_runs(s, pipeline.default_size, strokes, background, side, regions, assigned, seed)
     settings = form.recorded_settings(s, seed, assigned)
-    estimate = sum(jobs.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
     meta = {"settings": settings, "drawing": s.drawing, "strokes": strokes, "background": background}
-    s.job = jobs.GenerationJob(pipeline, runs, estimate=estimate, meta=meta, alive=session_alive(),
+    s.job = jobs.GenerationJob(pipeline, runs, estimates=jobs.estimate_runs(pipeline, runs), meta=meta,
+                               alive=session_alive(),
                                threads=threads if pipeline.device.type == "cpu" else None).start()
 
 
@@ -345,7 +352,10 @@ def progress_panel() -> None:
     if job is None:
         return
     if not job.finished and job.seconds_left() < PROGRESS_POLL_S:
-        job.wait(PROGRESS_POLL_S)  # the last poll: show "Done" when it is, not up to a poll later
+        # The last poll: show "Done" when it is, not up to a poll later. seconds_left counts the
+        # runs still to come (in Compare all the last, text-only, costs one decode): before it
+        # did, this wait was skipped and "Done" came 0.2-1.0 s after the job (bench/bench_app.py).
+        job.wait(PROGRESS_POLL_S)
     if job.finished:
         st.rerun()
     st.progress(job.fraction, text=job.describe())
@@ -362,7 +372,7 @@ def generate_section(pipeline, strokes, background, side, regions, assigned, thr
     if pipeline is not None and pipeline.device.type == "cpu":
         size = serving.generation_side(pipeline.default_size, side)
         runs = form.generation_runs(s, pipeline.default_size, None, None, side, [], {}, 0)
-        seconds = sum(jobs.estimate_seconds(pipeline, r.method, r.kwargs) for r in runs)
+        seconds = sum(jobs.estimate_runs(pipeline, runs))
         st.info(f"No GPU: running on the CPU. One generation takes {jobs.format_duration(seconds)} "
                 f"at {size} px with these settings.")
     clicked = st.button("Generate", type="primary", key="generate", disabled=pipeline is None or s.job is not None)

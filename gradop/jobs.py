@@ -81,8 +81,10 @@ def _model_size(pipeline) -> tuple[int, int]:
     return _param_counts[key]
 
 
-def estimate_seconds(pipeline, method: str, settings: dict) -> float:
-    """Expected CPU seconds for one generate call (rough; corrected by earlier jobs' timings)."""
+def estimate_seconds(pipeline, method: str, settings: dict, shared_steps: int = 0) -> float:
+    """Expected CPU seconds for one generate call (rough; corrected by earlier jobs' timings).
+    `shared_steps`: leading text-only sampling steps an earlier call of the job already computed
+    (gradop.sharing), which this call skips."""
     unet_params, decoder_params = _model_size(pipeline)
     knobs = {**SamplingOptions.defaults(), **METHOD_OPTIONS[method].defaults(), **settings}  # one source of defaults
     side = knobs["height"] or pipeline.default_size
@@ -95,16 +97,47 @@ def estimate_seconds(pipeline, method: str, settings: dict) -> float:
     backward = max(_CPU_DECODE_BACKWARD_S * area * decoder_params / _SD_DECODER_PARAMS * work, 0.05)
     steps = knobs["steps"]
     denoise = min(int(steps * knobs.get("strength", 1.0)), steps)
+    skipped = min(shared_steps, _text_only_steps(method, knobs))
     if method == "text":
-        total = steps * unet + decode
+        total = (steps - skipped) * unet + decode
     elif method == "sdedit":
         total = denoise * unet + 2 * decode  # encode ~ decode
     elif method == "gradop+":
         window = guidance_window(steps, knobs["strength"], knobs["iterations"])
-        total = steps * unet + len(window) * knobs["grad_steps"] * backward + decode
+        total = (steps - skipped) * unet + len(window) * knobs["grad_steps"] * backward + decode
     else:  # gradop: text sample, optimisation, img2img
-        total = (steps + denoise) * unet + knobs["opt_steps"] * backward + 3 * decode
+        total = (steps - skipped + denoise) * unet + knobs["opt_steps"] * backward + 3 * decode
     return total * 1.1 * _calibration.get(pipeline.model_name, 1.0)  # + live previews
+
+
+def _text_only_steps(method: str, knobs: dict) -> int:
+    """How many leading steps of the shared text-only trajectory a call walks (gradop.sharing)."""
+    if method in ("text", "gradop"):  # text2img; GradOP's first pass
+        return knobs["steps"]
+    if method == "gradop+":  # up to and including its window's first step
+        return min(guidance_window(knobs["steps"], knobs["strength"], knobs["iterations"]).start + 1, knobs["steps"])
+    return 0  # SDEdit starts from the strokes
+
+
+# What decides the text-only trajectory (gradop.pipeline passes the same to SharedPasses).
+_TRAJECTORY_KNOBS = ("prompt", "negative_prompt", "seed", "regions", *SamplingOptions.names())
+
+
+def estimate_runs(pipeline, runs: list["Run"]) -> list[float]:
+    """Expected seconds of each run of a job, in order: like a job (and `GradopPipeline.compare`),
+    a run skips the text-only steps an earlier run of the same prompt, seed and sampling knobs
+    computed (Compare all: text-only after GradOP costs one decode). Edits share nothing."""
+    walked: dict[str, int] = {}
+    estimates = []
+    for run in runs:
+        knobs = {**SamplingOptions.defaults(), **METHOD_OPTIONS[run.method].defaults(), **run.kwargs}
+        key = None if knobs.get("edit") or knobs.get("seed") is None else \
+            repr([knobs.get(name) for name in _TRAJECTORY_KNOBS])
+        shared = walked.get(key, 0) if key is not None else 0
+        estimates.append(estimate_seconds(pipeline, run.method, run.kwargs, shared))
+        if key is not None:
+            walked[key] = max(shared, _text_only_steps(run.method, knobs))
+    return estimates
 
 
 def record_timing(model_name: str, estimated: float, measured: float) -> None:
@@ -210,14 +243,17 @@ class GenerationJob:
     # caps them where a decode is slow (SD's VAE on a CPU).
     PREVIEW_SHARE = 0.1
 
-    def __init__(self, pipeline, runs: list[Run], *, estimate: float | None = None, meta: dict | None = None,
+    def __init__(self, pipeline, runs: list[Run], *, estimates: list[float] | None = None, meta: dict | None = None,
                  alive: Callable[[], bool] | None = None, orphan_grace: float = ORPHAN_GRACE_S,
                  threads: int | None = None):
-        """`alive` tells whether the session that started the job is still there; when it has
-        been gone for `orphan_grace` seconds the job cancels itself, so that it neither runs
-        for nobody nor keeps other sessions waiting for the model. `threads`: torch's CPU
-        threads, set on the worker thread before it generates (None: leave torch's setting)."""
-        self.pipeline, self.runs, self.estimate, self.threads = pipeline, runs, estimate, threads
+        """`estimates`: each run's expected seconds (estimate_runs), for `seconds_left` and to
+        calibrate later estimates. `alive` tells whether the session that started the job is
+        still there; when it has been gone for `orphan_grace` seconds the job cancels itself, so
+        that it neither runs for nobody nor keeps other sessions waiting for the model.
+        `threads`: torch's CPU threads, set on the worker thread before it generates (None: leave
+        torch's setting)."""
+        self.pipeline, self.runs, self.estimates, self.threads = pipeline, runs, estimates, threads
+        self.estimate = sum(estimates) if estimates else None
         self._alive, self._orphan_grace, self._gone_since = alive, orphan_grace, None
         self.abandoned = False
         self.meta = meta or {}  # whatever the caller wants back with the results (page settings)
@@ -229,7 +265,7 @@ class GenerationJob:
         self.run_index, self.step, self.total, self.phase = 0, 0, 1, ""
         self.started = time.monotonic()
         self.elapsed: float | None = None
-        self._run_started = self.started
+        self._run_started = self._work_started = self.started
         self._preview_seconds = 0.0
         self._preview_wanted = threading.Event()
         self._preview_wanted.set()  # the first preview as soon as there are latents
@@ -264,15 +300,25 @@ class GenerationJob:
         return min(1.0, (self.run_index + self.step / max(self.total, 1)) / max(len(self.runs), 1))
 
     def seconds_left(self) -> float:
-        """Time to the end once the last run is under way, extrapolated from that run's own
-        progress (runs differ too much in cost to extrapolate across them): inf before, 0 when
-        finished."""
+        """Time to the end (0 when finished): the current run's, extrapolated from its own
+        progress, plus the later runs' estimates (runs differ too much in cost to extrapolate
+        across them); with estimates, also their remainder, scaled by how this job's finished runs
+        compared with theirs, whichever is less (the page waits for the end when it is near).
+        inf where neither tells."""
         if self.finished:
             return 0.0
+        now, index = time.monotonic(), self.run_index
+        scale = 1.0
+        if self.estimates and index > 0:  # this machine against the estimates, on this job's finished runs
+            scale = (self._run_started - self._work_started) / max(sum(self.estimates[:index]), 1e-9)
+        later = scale * sum(self.estimates[index + 1:]) if self.estimates else \
+            (0.0 if index == len(self.runs) - 1 else math.inf)
         done = self.step / max(self.total, 1)
-        if self.run_index < len(self.runs) - 1 or done <= 0:
-            return math.inf
-        return (time.monotonic() - self._run_started) * (1 - done) / done
+        from_progress = (now - self._run_started) * (1 - done) / done + later if done > 0 else math.inf
+        if not self.estimates:
+            return from_progress
+        from_estimates = max(0.0, scale * self.estimates[index] - (now - self._run_started)) + later
+        return min(from_progress, from_estimates)
 
     def describe(self) -> str:
         if self.status == "waiting":
@@ -313,6 +359,7 @@ class GenerationJob:
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         try:
+            self._work_started = time.monotonic()
             for index, run in enumerate(self.runs):
                 self.run_index, self.step, self._run_started = index, 0, time.monotonic()
                 self._check_owner()

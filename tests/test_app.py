@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from gradop.metadata import read_params
+from gradop.options import RELEASE_ADAM, GradopPlusOptions
 from gradop.pipeline import GenerationResult, GradopPipeline
 from gradop.region_words import RegionWord
 
@@ -197,6 +198,15 @@ def test_guidance_knobs_reach_the_library_and_the_png(generate_calls):
     at.session_state["method"] = "sdedit"
     at.run()
     assert at.selectbox(key="guidance_decoder").disabled and at.selectbox(key="guidance_latent").disabled
+
+
+def test_knob_help_quotes_the_librarys_defaults_and_the_releases_schedule():
+    at = open_app()
+    plus = GradopPlusOptions()
+    assert f"({plus.grad_steps}; the release: {RELEASE_ADAM['grad_steps']})" in at.number_input(key="grad_steps").help
+    assert f"({plus.lr}; the release: {RELEASE_ADAM['grad_steps']} steps of {RELEASE_ADAM['lr']})" in \
+        at.number_input(key="lr").help
+    assert f"({plus.iterations})" in at.number_input(key="iterations").help
 
 
 def test_gradop_has_its_own_learning_rate(generate_calls):

@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import FAST
+
 from gradop import jobs
 from gradop.decoders import GUIDANCE_DECODERS
 from gradop.jobs import GenerationJob, Run
@@ -71,6 +73,35 @@ def test_cpu_estimate_follows_the_guidance_decoder(tiny_pipe, monkeypatch):
         jobs.estimate_seconds(tiny_pipe, "gradop", base)
 
 
+@pytest.mark.parametrize("order", [("gradop+", "gradop", "sdedit", "text"), ("text", "sdedit", "gradop", "gradop+")])
+def test_job_estimates_count_the_unet_steps_that_shared_calls_make(tiny_pipe, strokes, monkeypatch, order):
+    """With a UNet so large that it is all the estimate counts, each run's estimate is its UNet
+    steps: Compare all's runs skip the text-only steps an earlier run computed (gradop.sharing)."""
+    from gradop.sharing import SharedPasses
+
+    monkeypatch.setattr(jobs, "_calibration", {})
+    monkeypatch.setattr(jobs, "_model_size", lambda pipeline: (1e15, 1.0))
+    knobs = dict(FAST, prompt="a red hut", seed=3, iterations=2, grad_steps=2, opt_steps=2, guidance_decoder="linear")
+    runs = [Run(m, m, knobs) for m in order]
+    unet_step = jobs.estimate_seconds(tiny_pipe, "text", knobs) / FAST["steps"]
+    counted = []
+    handle = tiny_pipe.unet.register_forward_hook(lambda *_: counted[-1].append(1))
+    try:
+        shared = SharedPasses()
+        for method in order:
+            counted.append([])
+            tiny_pipe.generate(method, strokes=strokes, shared=shared, **knobs)
+    finally:
+        handle.remove()
+    estimated = [round(seconds / unet_step) for seconds in jobs.estimate_runs(tiny_pipe, runs)]
+    assert estimated == [len(c) for c in counted]
+    assert estimated != [round(jobs.estimate_seconds(tiny_pipe, m, knobs) / unet_step) for m in order]
+    other_seed = [Run(m, m, dict(knobs, seed=4 + i)) for i, m in enumerate(order)]  # nothing shared
+    assert jobs.estimate_runs(tiny_pipe, other_seed) == [jobs.estimate_seconds(tiny_pipe, m, knobs) for m in order]
+    edits = [Run(m, m, dict(knobs, edit=True)) for m in order]
+    assert jobs.estimate_runs(tiny_pipe, edits) == [jobs.estimate_seconds(tiny_pipe, m, knobs) for m in order]
+
+
 # ----------------------------------------------------------------------------- jobs
 
 
@@ -101,7 +132,7 @@ class FakePipeline:
 def test_job_runs_every_method_and_keeps_pngs_with_metadata():
     pipeline = FakePipeline()
     runs = [Run("GradOP+", "gradop+", dict(prompt="p", seed=5)), Run("Text only", "text", dict(prompt="p", seed=5))]
-    job = GenerationJob(pipeline, runs, estimate=1.0, meta={"x": 1}).start()
+    job = GenerationJob(pipeline, runs, estimates=[0.6, 0.4], meta={"x": 1}).start()
     assert job.wait(30) and job.status == "done" and job.message is None
     assert pipeline.calls == ["gradop+", "text"] and job.fraction == 1.0 and job.meta == {"x": 1}
     assert [o.caption for o in job.outputs] == ["GradOP+ · seed 5", "Text only · seed 5"]
@@ -204,6 +235,27 @@ def test_seconds_left_extrapolates_from_the_last_runs_progress():
     left = job.seconds_left()
     assert 0 < left <= time.monotonic() - run_started  # the last run half done: as long again
     steps.release(2)
+    assert job.wait(30) and job.seconds_left() == 0.0
+
+
+def test_seconds_left_counts_the_later_runs_estimates_scaled_by_the_finished_ones():
+    def reach(step):
+        deadline = time.monotonic() + 30
+        while (job.run_index, job.step) != step and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    steps = Steps()
+    runs = [Run("A", "gradop+", {"prompt": "p"}), Run("B", "text", {"prompt": "p"})]
+    job = GenerationJob(FakePipeline(steps=4, gate=steps), runs, estimates=[30.0, 10.0]).start()
+    assert 10.0 < job.seconds_left() <= 40.0  # no progress yet: the estimates tell
+    steps.release(2)
+    reach((0, 2))
+    assert 10.0 <= job.seconds_left() < 40.0  # half of A, then all of B
+    steps.release(2 + 1)
+    reach((1, 1))
+    a_took = job._run_started - job._work_started
+    assert job.seconds_left() <= 10.0 * a_took / 30.0  # B is a third of A, as estimated
+    steps.release(3)
     assert job.wait(30) and job.seconds_left() == 0.0
 
 
