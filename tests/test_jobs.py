@@ -216,21 +216,27 @@ class Steps:
         self._steps.release(n)
 
 
-def test_seconds_left_extrapolates_from_the_last_runs_progress():
-    def reach(step):
-        deadline = time.monotonic() + 30
-        while (job.run_index, job.step) != step and time.monotonic() < deadline:
-            time.sleep(0.01)
-
+def two_gated_runs(estimates=None) -> tuple[GenerationJob, Steps]:
+    """A job of two runs of 4 steps each, which take a step only when the test releases one."""
     steps = Steps()
     runs = [Run("A", "gradop+", {"prompt": "p"}), Run("B", "text", {"prompt": "p"})]
-    job = GenerationJob(FakePipeline(steps=4, gate=steps), runs).start()
+    return GenerationJob(FakePipeline(steps=4, gate=steps), runs, estimates=estimates).start(), steps
+
+
+def reach(job: GenerationJob, run_and_step: tuple[int, int]) -> None:
+    deadline = time.monotonic() + 30
+    while (job.run_index, job.step) != run_and_step and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_seconds_left_extrapolates_from_the_last_runs_progress():
+    job, steps = two_gated_runs()
     assert job.seconds_left() == math.inf  # no progress yet: nothing to extrapolate from
     steps.release(3)
-    reach((0, 3))
+    reach(job, (0, 3))
     assert job.seconds_left() == math.inf  # another run follows, whose cost this one does not tell
     steps.release(3)
-    reach((1, 2))
+    reach(job, (1, 2))
     run_started = job._run_started
     left = job.seconds_left()
     assert 0 < left <= time.monotonic() - run_started  # the last run half done: as long again
@@ -239,20 +245,13 @@ def test_seconds_left_extrapolates_from_the_last_runs_progress():
 
 
 def test_seconds_left_counts_the_later_runs_estimates_scaled_by_the_finished_ones():
-    def reach(step):
-        deadline = time.monotonic() + 30
-        while (job.run_index, job.step) != step and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    steps = Steps()
-    runs = [Run("A", "gradop+", {"prompt": "p"}), Run("B", "text", {"prompt": "p"})]
-    job = GenerationJob(FakePipeline(steps=4, gate=steps), runs, estimates=[30.0, 10.0]).start()
+    job, steps = two_gated_runs(estimates=[30.0, 10.0])
     assert 10.0 < job.seconds_left() <= 40.0  # no progress yet: the estimates tell
     steps.release(2)
-    reach((0, 2))
+    reach(job, (0, 2))
     assert 10.0 <= job.seconds_left() < 40.0  # half of A, then all of B
     steps.release(2 + 1)
-    reach((1, 1))
+    reach(job, (1, 1))
     a_took = job._run_started - job._work_started
     assert job.seconds_left() <= 10.0 * a_took / 30.0  # B is a third of A, as estimated
     steps.release(3)
