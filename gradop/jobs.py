@@ -86,7 +86,7 @@ def estimate_seconds(pipeline, method: str, settings: dict, shared_steps: int = 
     `shared_steps`: leading text-only sampling steps an earlier call of the job already computed
     (gradop.sharing), which this call skips."""
     unet_params, decoder_params = _model_size(pipeline)
-    knobs = {**SamplingOptions.defaults(), **METHOD_OPTIONS[method].defaults(), **settings}  # one source of defaults
+    knobs = _knobs(method, settings)
     side = knobs["height"] or pipeline.default_size
     area = (side / 512) ** 2 * knobs["num_images"]
     cfg = 1.0 if knobs["guidance_scale"] > 1 else 0.5
@@ -110,6 +110,11 @@ def estimate_seconds(pipeline, method: str, settings: dict, shared_steps: int = 
     return total * 1.1 * _calibration.get(pipeline.model_name, 1.0)  # + live previews
 
 
+def _knobs(method: str, settings: dict) -> dict:
+    """A call's settings over the library's defaults for its method (one source of defaults)."""
+    return {**SamplingOptions.defaults(), **METHOD_OPTIONS[method].defaults(), **settings}
+
+
 def _text_only_steps(method: str, knobs: dict) -> int:
     """How many leading steps of the shared text-only trajectory a call walks (gradop.sharing)."""
     if method in ("text", "gradop"):  # text2img; GradOP's first pass
@@ -130,7 +135,7 @@ def estimate_runs(pipeline, runs: list["Run"]) -> list[float]:
     walked: dict[str, int] = {}
     estimates = []
     for run in runs:
-        knobs = {**SamplingOptions.defaults(), **METHOD_OPTIONS[run.method].defaults(), **run.kwargs}
+        knobs = _knobs(run.method, run.kwargs)
         key = None if knobs.get("edit") or knobs.get("seed") is None else \
             repr([knobs.get(name) for name in _TRAJECTORY_KNOBS])
         shared = walked.get(key, 0) if key is not None else 0
@@ -253,7 +258,6 @@ class GenerationJob:
         `threads`: torch's CPU threads, set on the worker thread before it generates (None: leave
         torch's setting)."""
         self.pipeline, self.runs, self.estimates, self.threads = pipeline, runs, estimates, threads
-        self.estimate = sum(estimates) if estimates else None
         self._alive, self._orphan_grace, self._gone_since = alive, orphan_grace, None
         self.abandoned = False
         self.meta = meta or {}  # whatever the caller wants back with the results (page settings)
@@ -380,8 +384,8 @@ class GenerationJob:
             try:
                 log.info("generation %s: %s in %.2f s", self.status, ", ".join(run.method for run in self.runs),
                          self.elapsed)  # the operator's record; bench/bench_app.py reads it
-                if self.status == "done" and self.estimate:
-                    record_timing(self.pipeline.model_name, self.estimate, self.elapsed)
+                if self.status == "done" and self.estimates:
+                    record_timing(self.pipeline.model_name, sum(self.estimates), self.elapsed)
             finally:
                 self._finished.set()
 
