@@ -196,6 +196,10 @@ def canvas_section():
 
 # ----------------------------------------------------------------------------- prompt, knobs, regions
 
+def on_guided_latent() -> None:
+    st.session_state.update(form.guided_latent_knobs(st.session_state.guidance_latent, st.session_state.steps))
+
+
 def on_style() -> None:
     st.session_state.prompt = serving.apply_style(st.session_state.prompt, st.session_state.style)
 
@@ -240,7 +244,8 @@ def advanced_section() -> None:
                     help="How an image is reduced to a painting: blur (release) or median + palette (slower).")
         a.number_input("Learning rate", *RANGES["lr"], step=0.05, format="%.3f", key="lr", disabled=not plus,
                        help=f"GradOP+: the Adam step on the latent ({DEFAULTS['lr']}; the release: "
-                            f"{RELEASE_ADAM['grad_steps']} steps of {RELEASE_ADAM['lr']}).")
+                            f"{RELEASE_ADAM['grad_steps']} steps of {RELEASE_ADAM['lr']}); with the denoised "
+                            "guided latent, the latent's step at every pull.")
         b.number_input("Optimisation learning rate", *RANGES["opt_lr"], step=0.01, format="%.3f", key="opt_lr",
                        disabled=not two_pass,
                        help=f"GradOP: the Adam step of its optimisation pass ({DEFAULTS['opt_lr']}).")
@@ -249,7 +254,11 @@ def advanced_section() -> None:
                     help="What decodes the latent while it is pulled to the strokes: vae (exact, the release's) or "
                          "a cheaper stand-in (faster on a CPU, less realistic on the demo model; README).")
         b.selectbox("Guided latent", CHOICES["guidance_latent"], key="guidance_latent", disabled=not plus,
-                    help="GradOP+: optimise the noisy latent (the release's) or the predicted clean one (x0).")
+                    on_change=on_guided_latent,
+                    help="GradOP+: optimise the noisy latent (the release's) or the predicted clean one (x0); or "
+                         "denoised: many small pulls through the model's own clean prediction (more realistic at "
+                         "the same faithfulness on the demo model, slower). Choosing one sets its strength, "
+                         "iterations and learning rate.")
         a.slider("Region strength", *RANGES["region_strength"], step=0.05, key="region_strength",
                  help="How strongly each painted region is tied to its word (0.1-1).")
 

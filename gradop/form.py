@@ -16,7 +16,7 @@ from gradop.decoders import GUIDANCE_DECODERS
 from gradop.editing import painted_area
 from gradop.guidance import GUIDANCE_LATENTS
 from gradop.images import is_blank, to_rgb
-from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions
+from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions, denoised_knobs
 from gradop.painting import PAINTING_FUNCTIONS
 
 METHOD_LABELS = {"gradop+": "GradOP+", "gradop": "GradOP", "sdedit": "SDEdit", "text": "Text only",
@@ -45,8 +45,16 @@ CHOICES = dict(canvas_size=CANVAS_SIZES, method=tuple(METHOD_LABELS), background
                tool=(*TOOLS, None), painting=tuple(PAINTING_FUNCTIONS), style=(*serving.STYLE_PRESETS, None),
                guidance_decoder=tuple(GUIDANCE_DECODERS), guidance_latent=tuple(GUIDANCE_LATENTS))
 RANGES = dict(steps=(1, 200), guidance_scale=(0.0, 30.0), strength=(0.0, 1.0), num_images=(1, 4),
-              iterations=(1, 10), grad_steps=(1, 32), opt_steps=(1, 200), lr=(0.001, 2.0), opt_lr=(0.001, 1.0),
+              iterations=(1, 200), grad_steps=(1, 32), opt_steps=(1, 200), lr=(0.001, 2.0), opt_lr=(0.001, 1.0),
               region_strength=(0.0, 2.0), brush_size=(2, 96), seed=(0, 2**32 - 1))
+
+
+def guided_latent_knobs(latent: str, steps: int) -> dict:
+    """The GradOP+ knobs that go with a guided latent (what choosing it in the form sets): the
+    tuned many-small-pulls schedule for "denoised", the library's defaults for the others."""
+    if latent == "denoised":
+        return {k: v for k, v in denoised_knobs(steps).items() if k != "guidance_latent"}
+    return {k: DEFAULTS[k] for k in ("strength", "iterations", "lr")}
 
 
 def fixes(values: Mapping) -> dict:

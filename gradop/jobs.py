@@ -104,7 +104,9 @@ def estimate_seconds(pipeline, method: str, settings: dict, shared_steps: int = 
         total = denoise * unet + 2 * decode  # encode ~ decode
     elif method == "gradop+":
         window = guidance_window(steps, knobs["strength"], knobs["iterations"])
-        total = (steps - skipped) * unet + len(window) * knobs["grad_steps"] * backward + decode
+        # "denoised" differentiates through the UNet too: its forward and backward (~2 forwards).
+        through_unet = 3 * unet if knobs["guidance_latent"] == "denoised" else 0.0
+        total = (steps - skipped) * unet + len(window) * knobs["grad_steps"] * (backward + through_unet) + decode
     else:  # gradop: text sample, optimisation, img2img
         total = (steps - skipped + denoise) * unet + knobs["opt_steps"] * backward + 3 * decode
     return total * 1.1 * _calibration.get(pipeline.model_name, 1.0)  # + live previews

@@ -20,6 +20,18 @@ from gradop.precision import PRECISION_MODES
 
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes seeds in [0, 2**64)
 RELEASE_ADAM = {"grad_steps": 12, "lr": 0.1}  # the official release's Adam schedule per GradOP+ iteration
+# guidance_latent "denoised" moves the latent by lr (RMS) at every pull, through the UNet: it wants
+# many small pulls, not the release's few large ones. Tuned on the demo model's tuning scenes
+# (model card, session 13): from strength 0.9, over 80% of the steps, lr x iterations = 0.6.
+DENOISED_MAX_LR = 0.5  # beyond this the pulls wreck the image (lr 1.0: realism 0.14 on the demo model)
+
+
+def denoised_knobs(steps: int) -> dict:
+    """GradOP+'s tuned knobs for guidance_latent "denoised" at `steps` sampling steps (25 steps:
+    iterations 20, lr 0.03; 50 steps: iterations 40, lr 0.015)."""
+    iterations = max(1, round(0.8 * steps))
+    return {"guidance_latent": "denoised", "strength": 0.9, "iterations": iterations, "lr": round(0.6 / iterations, 4)}
+
 
 
 def knob(default, label: str, *, whole: bool = False, boolean: bool = False, low=None, high=None, above=None, choices=None,
@@ -180,11 +192,18 @@ class GradopPlusOptions(GuidanceKnobs):
     lr: float = knob(1.5, "learning rate", above=0, help="Adam learning rate")
     guidance_latent: str = knob("noisy", "guided latent", choices=GUIDANCE_LATENTS,
                                 help="what is optimised: the noisy latents (the release) or the sampler's "
-                                     "predicted clean latents (x0), re-noised afterwards")
+                                     "predicted clean latents (x0), re-noised afterwards; or denoised: the noisy "
+                                     "latents, stepped by lr through the UNet's clean prediction (few-pixel "
+                                     "steps, many pulls: see denoised_knobs)")
 
     def check_schedule(self, steps: int) -> None:
         from gradop.guidance import guidance_window
 
+        if self.guidance_latent == "denoised" and self.lr > DENOISED_MAX_LR:
+            tuned = denoised_knobs(steps)
+            raise ValueError(f"with guidance_latent 'denoised', lr is the latent's step at every pull (at most "
+                             f"{DENOISED_MAX_LR}); for {steps} steps use e.g. strength {tuned['strength']}, iterations "
+                             f"{tuned['iterations']}, lr {tuned['lr']}")
         if not guidance_window(steps, self.strength, self.iterations):
             start = int(steps * (1 - self.strength))
             raise ValueError(f"gradop+ with strength {self.strength} and {steps} steps would never optimise (it starts "
@@ -250,5 +269,5 @@ def normalise_seed(seed) -> int | None:
     return int(seed)
 
 
-__all__ = ["SamplingOptions", "TextOptions", "SDEditOptions", "GradopPlusOptions", "GradopOptions", "METHOD_OPTIONS",
+__all__ = ["denoised_knobs", "SamplingOptions", "TextOptions", "SDEditOptions", "GradopPlusOptions", "GradopOptions", "METHOD_OPTIONS",
            "METHODS", "KNOB_NAMES", "parse_options", "validate_options", "normalise_seed", "replace"]

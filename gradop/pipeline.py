@@ -334,7 +334,9 @@ class GradopPipeline:
         counter = ProgressCounter(steps - offset + len(window) * opts.grad_steps, callback)
         guidance = GradopPlusCallback(decode, target, paint, call["generator"], opts, steps,
                                       on_sample=lambda latents: counter.advance("sampling", latents),
-                                      on_optimise=lambda: counter.advance("optimising"))
+                                      on_optimise=lambda: counter.advance("optimising"),
+                                      unet=self.unet, guidance_scale=call["guidance_scale"])
+        tensor_inputs = {"callback_on_step_end_tensor_inputs": guidance.tensor_inputs}
 
         if blend is not None or start_image is not None:  # edits (no shared trajectory)
             def on_edit_step(pipe, i, t, tensors):
@@ -350,11 +352,12 @@ class GradopPipeline:
             if start_image is not None:
                 strength = (steps - offset + 0.5) / steps
                 images = self._diffusers(StableDiffusionImg2ImgPipeline)(
-                    **call, image=start_image, strength=strength, callback_on_step_end=on_edit_step).images
+                    **call, image=start_image, strength=strength, callback_on_step_end=on_edit_step,
+                    **tensor_inputs).images
                 return images, guidance.losses
             images = self._diffusers(StableDiffusionPipeline)(  # one noise for sampling and blending
-                **call, latents=blend.noise, height=height, width=width, callback_on_step_end=on_edit_step
-            ).images
+                **call, latents=blend.noise, height=height, width=width, callback_on_step_end=on_edit_step,
+                **tensor_inputs).images
             return images, guidance.losses
 
         def on_step(pipe, i, t, tensors):
@@ -364,8 +367,9 @@ class GradopPipeline:
 
         # With a shared trajectory: start from its furthest step up to the window's first; that
         # step's own callback (guidance, when it is the window's first) runs here, then sampling goes on.
-        # The x0 variant needs the scheduler's own step at the window's first step (its predicted x0).
-        resume_at = window.start - (opts.guidance_latent == "x0")
+        # The x0 variant needs the scheduler's own step at the window's first step (its predicted x0),
+        # the denoised one the prompts' embeddings that only the sampling loop hands its callback.
+        resume_at = window.start - (opts.guidance_latent in ("x0", "denoised"))
         pipe, step, latents = self._resume(StableDiffusionPipeline, trajectory, resume_at, call["generator"])
         start = {}
         if latents is not None:
@@ -373,7 +377,8 @@ class GradopPipeline:
                 counter.advance("sampling")
             pipe.scheduler.set_timesteps(steps, device=self.device)
             start["latents"] = on_step(pipe, step, pipe.scheduler.timesteps[step], {"latents": latents})["latents"]
-        images = pipe(**call, height=height, width=width, callback_on_step_end=on_step, **start).images
+        images = pipe(**call, height=height, width=width, callback_on_step_end=on_step, **tensor_inputs,
+                      **start).images
         return images, guidance.losses
 
     def _gradop(self, call, height, width, decode, target, paint, opts, callback, trajectory=None, blend=None):

@@ -80,3 +80,15 @@ def test_a_history_entry_fixes_the_seed_it_used():
     kept = form.recorded_settings(settings(random_seed=True, seed=0), 1234, {"#2f6fd0": "lake"})
     assert kept["seed"] == 1234 and kept["random_seed"] is False and kept["region_words"] == {"#2f6fd0": "lake"}
     assert "brush_color" not in kept and set(form.SETTINGS) <= set(kept)
+
+
+def test_choosing_a_guided_latent_sets_knobs_that_run_and_stay_in_the_widgets_ranges():
+    for steps in (25, 50, form.RANGES["steps"][1]):
+        knobs = form.guided_latent_knobs("denoised", steps)
+        assert knobs["iterations"] == round(0.8 * steps) and knobs["strength"] == 0.9
+        parse_options("gradop+", dict(knobs, guidance_latent="denoised", steps=steps))  # valid together
+        assert not form.fixes({**form.DEFAULTS, "steps": steps, **knobs})  # every widget can show them
+    plus = GradopPlusOptions()
+    for latent in ("noisy", "x0"):
+        assert form.guided_latent_knobs(latent, 50) == {"strength": plus.strength, "iterations": plus.iterations,
+                                                        "lr": plus.lr}

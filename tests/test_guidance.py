@@ -210,3 +210,103 @@ def test_x0_variant_with_a_shared_text_pass_matches_a_fresh_run(tiny_pipe, strok
     noisy = tiny_pipe.generate("gradop+", "a fox", strokes, **(knobs | {"guidance_latent": "noisy"}))
     assert resumed.losses == pytest.approx(fresh.losses, rel=1e-5)
     assert resumed.losses != pytest.approx(noisy.losses, rel=1e-3)
+
+
+# ---- guidance_latent "denoised": the loss on the UNet's predicted x0, differentiated through the UNet
+
+
+class LinearUNet(torch.nn.Module):
+    """A UNet stand-in whose output is a known function of its inputs: w * latents + the prompt
+    embedding's mean (per row), so CFG mixing and x0 can be computed by hand."""
+
+    dtype = torch.float32
+
+    def __init__(self, w=0.5):
+        super().__init__()
+        self.w, self.calls = w, []
+
+    def forward(self, sample, t, encoder_hidden_states, return_dict=True):
+        self.calls.append((sample.shape[0], int(t)))
+        out = self.w * sample + encoder_hidden_states.mean(dim=(1, 2)).view(-1, 1, 1, 1)
+        return (out,)
+
+
+def embeds(values):
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1).expand(-1, 3, 2).contiguous()
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_denoiser_mixes_guidance_and_predicts_x0_by_ddim_formula(prediction_type):
+    from gradop.guidance import Denoiser
+
+    scheduler = DDIMScheduler(prediction_type=prediction_type)
+    z = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    # Two images: negative rows (0.1, 0.2), prompt rows (1.0, 2.0), as diffusers concatenates them.
+    denoiser = Denoiser(LinearUNet(), scheduler, embeds([0.1, 0.2, 1.0, 2.0]), guidance_scale=3.0)
+    t = torch.tensor(700)
+    abar = scheduler.alphas_cumprod[700]
+    for rows, neg, pos in ((slice(0, 2), torch.tensor([0.1, 0.2]), torch.tensor([1.0, 2.0])),
+                           (slice(1, 2), torch.tensor([0.2]), torch.tensor([2.0]))):
+        out = 0.5 * z[rows] + (neg + 3.0 * (pos - neg)).view(-1, 1, 1, 1)
+        expected = ((z[rows] - (1 - abar).sqrt() * out) / abar.sqrt() if prediction_type == "epsilon"
+                    else abar.sqrt() * z[rows] - (1 - abar).sqrt() * out)
+        assert torch.allclose(denoiser(z[rows], t, rows), expected, atol=1e-6), rows
+    no_cfg = Denoiser(LinearUNet(), scheduler, embeds([1.0, 2.0]), guidance_scale=1.0)
+    assert no_cfg.unet.calls == [] and no_cfg(z, t, slice(0, 2)).shape == z.shape
+    assert no_cfg.unet.calls == [(2, 700)]  # one UNet batch, no unconditional half
+
+
+def test_denoised_guidance_steps_against_the_gradient_through_the_unet_without_renoising():
+    from gradop.guidance import Denoiser, guide_denoised
+
+    scheduler = DDIMScheduler()
+    log, _, target, _ = setting()
+    z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    denoiser = Denoiser(LinearUNet(), scheduler, embeds([0.0, 0.0, 0.3, -0.2]), guidance_scale=7.5)
+    t = torch.tensor(600)
+    opts = GradopPlusOptions(guidance_latent="denoised", grad_steps=2, lr=0.05)
+    out, losses = guide_denoised(z, t, denoiser, RecordingDecode(log), target, half, opts)
+    # By hand: two steps of lr along each image's RMS-normalised gradient of the batch's loss.
+    expected = z.clone()
+    for _ in range(2):
+        x = expected.clone().requires_grad_(True)
+        loss = F.mse_loss(half(RecordingDecode([])(denoiser(x, t, slice(0, 2)))), target.expand(2, -1, -1, -1))
+        (g,) = torch.autograd.grad(loss, [x])
+        expected = expected - 0.05 * g / g.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert len(losses) == 2 and losses[1] < losses[0]
+    one, _ = guide_denoised(z, t, denoiser, RecordingDecode([]), target, half,
+                            GradopPlusOptions(guidance_latent="denoised", grad_steps=1, lr=0.05))
+    moved = (one - z).pow(2).mean(dim=(1, 2, 3)).sqrt()  # one step moves each image by lr in RMS
+    assert torch.allclose(moved, torch.full((2,), 0.05), atol=1e-6)
+    # One image at a time (guidance_batch) gives the same step.
+    chunked, _ = guide_denoised(z, t, denoiser, RecordingDecode([]), target, half,
+                                GradopPlusOptions(guidance_latent="denoised", grad_steps=2, lr=0.05, guidance_batch=1))
+    assert torch.allclose(chunked, out, atol=1e-5)
+
+
+def test_denoised_guidance_needs_the_unet_and_the_prompts():
+    log, z, target, _ = setting()
+    opts = GradopPlusOptions(guidance_latent="denoised")
+    with pytest.raises(ValueError, match="needs the UNet"):
+        GradopPlusCallback(RecordingDecode(log), target, half, torch.Generator(), opts, steps=10)
+    callback = GradopPlusCallback(RecordingDecode(log), target, half, torch.Generator(), opts, steps=10,
+                                  unet=LinearUNet())
+    assert callback.tensor_inputs == ["latents", "prompt_embeds"]
+    pipe = SimpleNamespace(scheduler=ddim_scheduler(DDIM_SETTINGS))
+    pipe.scheduler.set_timesteps(10)
+    with pytest.raises(RuntimeError, match="prompt embeddings"):
+        callback(pipe, callback.window.start, pipe.scheduler.timesteps[callback.window.start], {"latents": z})
+
+
+def test_denoised_variant_follows_the_strokes_and_resumes_a_shared_text_pass(tiny_pipe, strokes):
+    from gradop.sharing import SharedPasses
+
+    knobs = dict(steps=10, strength=0.8, iterations=4, grad_steps=1, lr=0.3, seed=1, guidance_latent="denoised")
+    fresh = tiny_pipe.generate("gradop+", "a fox", strokes, **knobs)
+    assert len(fresh.losses) == 4 and fresh.losses[-1] < fresh.losses[0]
+    shared = SharedPasses()
+    tiny_pipe.generate("text", "a fox", steps=10, seed=1, shared=shared)  # records the text-only trajectory
+    resumed = tiny_pipe.generate("gradop+", "a fox", strokes, shared=shared, **knobs)
+    assert resumed.losses == pytest.approx(fresh.losses, rel=1e-5)
+    assert resumed.params["guidance_latent"] == "denoised"

@@ -162,14 +162,13 @@ def test_job_sets_torch_threads_on_its_worker_thread():
 def test_a_models_jobs_run_one_after_another_on_one_long_lived_thread():
     # torch keeps per-thread state that is costly to rebuild (a compiled UNet's CUDA graphs), so
     # every job of one model runs on the same worker thread; another model has its own.
-    threads = []
-
     class Recording(FakePipeline):
         def generate(self, *args, **kwargs):
-            threads.append(threading.get_ident())
+            self.threads.append(threading.get_ident())
             return super().generate(*args, **kwargs)
 
     model, other_model = Recording(steps=2), Recording(steps=2)
+    model.threads, other_model.threads = [], []  # per model: the last two jobs run side by side
     first = GenerationJob(model, [Run("A", "text", {"prompt": "p"}), Run("B", "gradop+", {"prompt": "p"})]).start()
     second = GenerationJob(model, [Run("C", "text", {"prompt": "q"})]).start()
     assert first.wait(30) and second.wait(30) and first.status == second.status == "done"
@@ -177,8 +176,8 @@ def test_a_models_jobs_run_one_after_another_on_one_long_lived_thread():
     elsewhere = GenerationJob(other_model, [Run("E", "text", {"prompt": "s"})]).start()
     assert later.wait(30) and elsewhere.wait(30)
     assert model.calls == ["text", "gradop+", "text", "text"]  # in the order they were started
-    assert len(set(threads[:4])) == 1 and threads[0] != threading.get_ident()
-    assert threads[4] != threads[0]
+    assert len(model.threads) == 4 and len(set(model.threads)) == 1 and model.threads[0] != threading.get_ident()
+    assert other_model.threads[0] != model.threads[0]
 
 
 def test_an_unloaded_models_worker_thread_ends():

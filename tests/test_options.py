@@ -101,6 +101,18 @@ def test_gradop_plus_with_an_empty_window_is_refused():
     validate_options("gradop+", steps=10, strength=0.2)  # window [8, 9): one optimised step
 
 
+def test_denoised_latent_refuses_the_release_sized_step_and_says_what_to_use():
+    from gradop.options import denoised_knobs
+
+    with pytest.raises(ValueError, match=r"denoised.*strength 0.9, iterations 40, lr 0.015"):
+        validate_options("gradop+", guidance_latent="denoised", steps=50)  # the default lr 1.5
+    assert denoised_knobs(25) == {"guidance_latent": "denoised", "strength": 0.9, "iterations": 20, "lr": 0.03}
+    for steps in (10, 25, 50, 100):
+        knobs = denoised_knobs(steps)
+        validate_options("gradop+", steps=steps, **knobs)  # the tuned schedule is valid at any step count
+        assert knobs["lr"] * knobs["iterations"] == pytest.approx(0.6, rel=0.01)
+
+
 def test_seeds():
     assert normalise_seed(np.uint64(2**64 - 1)) == 2**64 - 1 and normalise_seed(None) is None
     with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\)"):

@@ -110,3 +110,35 @@ def test_precision_modes_resolve_per_dtype():
         resolve_precision("bf16", torch.float16)
     with pytest.raises(ValueError, match="unknown guidance precision"):
         resolve_precision("fp8", torch.float16)
+
+
+def denoised_gradient(unet, vae, precision, size, latents, embeds):
+    """The gradient guidance_latent "denoised" takes: the loss on the decode of the UNet's x0,
+    through the UNet and the decoder."""
+    from diffusers import DDIMScheduler
+
+    from gradop.guidance import Denoiser
+
+    decode = guidance_decode(vae, precision)
+    denoiser = Denoiser(unet, DDIMScheduler(), embeds.to(unet.dtype), guidance_scale=7.5)
+    with decode.prepared():
+        return latent_gradient(latents, lambda z: decode(denoiser(z, torch.tensor(700), slice(0, 1))),
+                               strokes_target(size), make_painting_fn("blur", size, size),
+                               loss_scale=decode.loss_scale)[1]
+
+
+def test_denoised_guidance_gradient_through_an_fp16_unet_matches_fp32():
+    # fp16 on CUDA is where SD users run: the scaled loss must also carry the UNet's backward pass.
+    from gradop.tiny import tiny_components
+
+    size = 256  # 197k pixel values: per-pixel gradients of the mean below fp16's normal range already
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    embeds = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(1))
+    unet = tiny_components(seed=0)["unet"].eval().requires_grad_(False)
+    reference = denoised_gradient(unet, narrow_sd_vae(torch.float32), "native", size, latents, embeds)
+    unet.to(torch.float16)
+    grad = denoised_gradient(unet, narrow_sd_vae(torch.float16), "auto", size, latents, embeds)
+    assert cosine(grad, reference) >= 0.99
+    assert (grad == 0).float().mean() < 0.01
+    native = denoised_gradient(unet, narrow_sd_vae(torch.float16), "native", size, latents, embeds)
+    assert cosine(native, reference) < cosine(grad, reference)  # what the scaled loss fixes
