@@ -8,6 +8,7 @@
 #   bash bench/run_quality.sh tiny          # GradOP+ with the exact VAE and with the shipped tiny decoder -> build/quality-tiny
 #   bash bench/run_quality.sh steps         # GradOP+'s Adam schedules on 216 paintings: the release's, the default, others -> build/quality-steps
 #   bash bench/run_quality.sh parity        # vae-half against the exact VAE on 216 paintings -> build/quality-parity
+#   bash bench/run_quality.sh denoised      # SDEdit against GradOP+ through the denoiser, world + app only -> build/quality-denoised
 # Every mode measures the shipped demo model on its world (3) with its judge (judge3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,11 @@ elif [ "${1:-}" = steps ]; then
 elif [ "${1:-}" = parity ]; then
     out=build/quality-parity
     args=(--world 108 --app 108 --ambiguous 0 --edit 0 --settings text2img "gradop+" "gradop+ vae-half")
+elif [ "${1:-}" = denoised ]; then
+    out=build/quality-denoised
+    args=(--ambiguous 0 --edit 0 --settings text2img "sdedit 0.5" "sdedit 0.6" "sdedit 0.7" "sdedit 0.8" "sdedit 0.9"
+          "gradop+" "gradop+ denoised it20 lr0.1" "gradop+ denoised it20 lr0.05" "gradop+ denoised it20 lr0.03"
+          "gradop+ denoised it20 lr0.02" "gradop+ denoised it12 lr0.02")
 else
     out=build/quality-run
     args=()
