@@ -4,6 +4,7 @@
     python bench/bench_app.py --quick --screenshot test-artifacts/app-demo.png   # the app on the demo model
     python docs/refresh_images.py
     python docs/refresh_images.py --examples W E   # the README's held-out inputs: world painting W, edit E
+    python docs/refresh_images.py --denoised build/quality-run  # docs/compare_denoised.png from a benchmark run
 
 `--examples` writes the inputs of the README's two comparison pictures from the quality
 benchmark's held-out paintings of the demo model's world (docs/compare_strokes.png; and
@@ -48,9 +49,31 @@ def write_examples(world_index: int, edit_index: int) -> None:
           f"word {edit.meanings[0][1]}): {edit.caption}")
 
 
+DENOISED_COLUMNS = {"strokes": "strokes", "sdedit_0.7": "SDEdit 0.7", "gradop+": "GradOP+ release",
+                    "gradop+_denoised_it20_lr0.03": "GradOP+ denoised", "sdedit_0.9": "SDEdit 0.9",
+                    "text2img": "text only"}
+
+
+def write_denoised_comparison(run: Path) -> None:
+    """docs/compare_denoised.png: the quality benchmark's saved outputs (the first seed of the first
+    three world and app paintings, all it saves) of SDEdit 0.7, GradOP+ with the release's step
+    and with the denoised one at about SDEdit 0.7's blurred L2, SDEdit 0.9 and text-only."""
+    from gradop.grid import labelled_grid
+
+    rows = [run / "images" / f"{kind}-{i:03d}" for kind in ("world", "app") for i in range(3)]
+    images = [Image.open(row / f"{name}.png") for row in rows for name in DENOISED_COLUMNS]
+    labels = [row.name if name == "strokes" else label
+              for row in rows for name, label in DENOISED_COLUMNS.items()]
+    labelled_grid(images, labels, columns=len(DENOISED_COLUMNS)).save(ROOT / "docs" / "compare_denoised.png")
+    print("updated docs/compare_denoised.png")
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--examples"]:
         write_examples(int(sys.argv[2]), int(sys.argv[3]))
+        return 0
+    if sys.argv[1:2] == ["--denoised"]:
+        write_denoised_comparison(Path(sys.argv[2]))
         return 0
     page, scribble = ARTIFACTS / "app-demo.png", ARTIFACTS / "scribble.png"
     missing = [str(p) for p in (page, scribble) if not p.is_file()]
