@@ -23,7 +23,7 @@ RELEASE_ADAM = {"grad_steps": 12, "lr": 0.1}  # the official release's Adam sche
 # guidance_latent "denoised" moves the latent by lr (RMS) at every pull, through the UNet: it wants
 # many small pulls, not the release's few large ones. Tuned on the demo model's tuning scenes
 # (model card, session 13): from strength 0.9, over 80% of the steps, lr x iterations = 0.6.
-DENOISED_MAX_LR = 0.5  # beyond this the pulls wreck the image (lr 1.0: realism 0.14 on the demo model)
+DENOISED_MAX_LR = 0.5  # at 0.3-0.5 the demo model's images already fall back to SDEdit's curve (model card)
 
 
 def denoised_knobs(steps: int) -> dict:
@@ -31,7 +31,6 @@ def denoised_knobs(steps: int) -> dict:
     iterations 20, lr 0.03; 50 steps: iterations 40, lr 0.015)."""
     iterations = max(1, round(0.8 * steps))
     return {"guidance_latent": "denoised", "strength": 0.9, "iterations": iterations, "lr": round(0.6 / iterations, 4)}
-
 
 
 def knob(default, label: str, *, whole: bool = False, boolean: bool = False, low=None, high=None, above=None, choices=None,
@@ -193,7 +192,7 @@ class GradopPlusOptions(GuidanceKnobs):
     guidance_latent: str = knob("noisy", "guided latent", choices=GUIDANCE_LATENTS,
                                 help="what is optimised: the noisy latents (the release) or the sampler's "
                                      "predicted clean latents (x0), re-noised afterwards; or denoised: the noisy "
-                                     "latents, stepped by lr through the UNet's clean prediction (few-pixel "
+                                     "latents, stepped by lr through the UNet's clean prediction (small "
                                      "steps, many pulls: see denoised_knobs)")
 
     def check_schedule(self, steps: int) -> None:
@@ -269,5 +268,5 @@ def normalise_seed(seed) -> int | None:
     return int(seed)
 
 
-__all__ = ["denoised_knobs", "SamplingOptions", "TextOptions", "SDEditOptions", "GradopPlusOptions", "GradopOptions", "METHOD_OPTIONS",
-           "METHODS", "KNOB_NAMES", "parse_options", "validate_options", "normalise_seed", "replace"]
+__all__ = ["SamplingOptions", "TextOptions", "SDEditOptions", "GradopPlusOptions", "GradopOptions", "METHOD_OPTIONS",
+           "denoised_knobs", "METHODS", "KNOB_NAMES", "parse_options", "validate_options", "normalise_seed", "replace"]

@@ -156,13 +156,14 @@ PROMPT = "a photo of a red hut"
 EDIT = dict(steps=4, seed=3)
 
 
-@pytest.mark.parametrize("method", ["text", "sdedit", "gradop+", "gradop"])
-def test_edit_keeps_every_pixel_outside_the_feather(tiny_pipe, tmp_path, method):
+@pytest.mark.parametrize("method, knobs", [("text", {}), ("sdedit", {}), ("gradop+", {}), ("gradop", {}),
+                                           ("gradop+", {"guidance_latent": "denoised", "lr": 0.1})])
+def test_edit_keeps_every_pixel_outside_the_feather(tiny_pipe, tmp_path, method, knobs):
     from gradop.metadata import read_params
 
     background, strokes = photo(), blob()
     result = tiny_pipe.generate(method, PROMPT, strokes, background=background, num_images=2, iterations=1,
-                                grad_steps=2, opt_steps=2, **EDIT)
+                                grad_steps=2, opt_steps=2, **EDIT, **knobs)
     edit = prepare_edit(strokes, background, (64, 64))
     outside, inside = edit.alpha.numpy() == 0, edit.alpha.numpy() == 1
     for image in result.images:
@@ -311,6 +312,10 @@ def test_gradop_plus_edit_can_start_from_the_noised_painting(tiny_pipe):
     outside = prepare_edit(strokes, background, (64, 64)).alpha.numpy() == 0
     assert np.array_equal(np.asarray(result.images[0])[outside], np.asarray(background)[outside])
     assert result.params["edit_start"] == "painting"
+    denoised = tiny_pipe.generate("gradop+", PROMPT, strokes, background=background, steps=10, iterations=2,
+                                  grad_steps=2, seed=1, edit_start="painting", guidance_latent="denoised", lr=0.1)
+    assert len(denoised.losses) == 4  # img2img hands the callback the prompts' embeddings too
+    assert np.array_equal(np.asarray(denoised.images[0])[outside], np.asarray(background)[outside])
     with pytest.raises(ValueError, match="unknown edit start"):
         tiny_pipe.generate("gradop+", PROMPT, strokes, background=background, edit_start="photo", **EDIT)
     with pytest.raises(ValueError, match="edit feather"):

@@ -100,14 +100,15 @@ def markdown(summary: dict) -> str:
 
 def plot(summary: dict, path: Path) -> Path:
     """Realism against blurred L2, one panel per realism signal: SDEdit's strength sweep as a
-    line, GradOP+ settings, GradOP and text2img as points, 95% CIs as error bars."""
+    line, GradOP+ through the denoiser as another, the other GradOP+ settings, GradOP and text2img
+    as points, 95% CIs as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     table = summary["guided"]
-    fig, axes = plt.subplots(1, len(SIGNALS), figsize=(6 * len(SIGNALS), 4.8))
+    fig, axes = plt.subplots(1, len(SIGNALS), figsize=(6 * len(SIGNALS), 5.6))
     for ax, signal in zip(axes, SIGNALS):
         def point(setting, **style):
             t = table[setting]
@@ -122,10 +123,18 @@ def plot(summary: dict, path: Path) -> Path:
             ax.plot(*zip(*xy), color="tab:blue", label="SDEdit (strength 0.5 → 0.9)")
             for s, (x, y) in zip(sweep, xy):
                 ax.annotate(s.split()[1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="tab:blue")
+        # GradOP+ through the denoiser: its lr sweeps a curve of its own, drawn like SDEdit's.
+        denoised = sorted((s for s in table if s.startswith("gradop+ denoised")), key=lambda s: table[s]["blurred_l2"]["mean"])
+        if denoised:
+            xy = [point(s, color="tab:green", fmt="D") for s in denoised]
+            ax.plot(*zip(*xy), color="tab:green", label="GradOP+ denoised (larger lr → left)")
+            for s, (x, y) in zip(denoised, xy):
+                ax.annotate(s.removeprefix("gradop+ denoised").strip(), (x, y), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, color="tab:green")
         styles = itertools.cycle(zip("s^vDP*X<", ("tab:red", "tab:orange", "tab:brown", "tab:pink", "goldenrod",
                                                   "darkred", "salmon", "olive")))
         for setting in table:
-            if setting.startswith("gradop+"):
+            if setting.startswith("gradop+") and setting not in denoised:
                 marker, colour = next(styles)
                 x, y = point(setting, color=colour, fmt=marker, label=setting)
                 ax.annotate(setting.removeprefix("gradop+").strip() or "default", (x, y), textcoords="offset points",
@@ -140,8 +149,9 @@ def plot(summary: dict, path: Path) -> Path:
         ax.set_xlabel("blurred L2 to the strokes (lower = more faithful)")
         ax.set_ylabel(f"realism ({signal}; higher = more photo-like)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=5)  # below the panels, off the points
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
