@@ -3,8 +3,8 @@
 # (logs go to $OUT when set, else build/gpu). Needs torch with CUDA plus requirements.txt; a
 # folder .whl of wheels (diffusers, transformers) is installed to /tmp/site first when present.
 #
-#     bash bench/run_gpu.sh            # each step has its own timeout (750 s in all)
-#     STEPS=123 bash bench/run_gpu.sh  # some steps only (steps 1-3 fit one 10-minute device call, 4 another)
+#     bash bench/run_gpu.sh            # each step has its own timeout (920 s in all)
+#     STEPS=123 bash bench/run_gpu.sh  # some steps only (steps 1-3 fit one 10-minute device call, 4-5 another)
 set -uo pipefail
 out=${OUT:-build/gpu}
 mkdir -p "$out"
@@ -18,7 +18,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANS
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 $py -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
 cd bench
-steps=${STEPS:-1234}
+steps=${STEPS:-12345}
 sd="--device cuda --dtype float16 --size 512 --steps 50"
 # 1. seconds per image and peak memory of every method and guidance decoder (issue 12)
 [[ $steps == *1* ]] && timeout 180 $py bench_guidance.py $sd 2>&1 | grep -v "should be kept in float32" | tee "$out/guidance.log"
@@ -32,4 +32,7 @@ sd="--device cuda --dtype float16 --size 512 --steps 50"
 #    (the UNet alone first, then with the decoder: its gradient check's verdict shows in the log)
 [[ $steps == *4* ]] && timeout 170 $py bench_guidance.py $sd --guidance-only --options vae --compile-unet 2>&1 | tee "$out/compile_unet.log"
 [[ $steps == *4* ]] && timeout 170 $py bench_guidance.py $sd --guidance-only --options vae --compile-unet --compile-decoder 2>&1 | tee "$out/compile.log"
+# 5. GradOP+ through the denoiser (guidance_latent "denoised", its tuned schedule: 40 pulls, each a UNet
+#    forward + backward and a decode + backward): seconds per image and peak memory, eager
+[[ $steps == *5* ]] && timeout 170 $py bench_guidance.py $sd --guidance-only --options vae --denoised 2>&1 | grep -v "should be kept in float32" | tee "$out/denoised.log"
 exit 0  # a skipped step is not a failure
