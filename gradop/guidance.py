@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from gradop.optimize import DecodeFn, latent_gradient, optimize_latents
+from gradop.optimize import DecodeFn, converged, latent_gradient, optimize_latents
 from gradop.painting import PaintingFn
 
 # What the optimisation moves: "noisy" = the latents z_{t_{i+1}} themselves (the release);
@@ -139,8 +139,7 @@ def guide_denoised(
             losses.append(loss)
             if on_step is not None:
                 on_step(step, loss)
-            early_stop = getattr(opts, "guidance_early_stop", 0.0)
-            if early_stop > 0 and step > 0 and abs(losses[-2] - losses[-1]) < early_stop * losses[-2]:
+            if converged(losses, getattr(opts, "guidance_early_stop", 0.0)):
                 break
     return z.to(z_next.dtype), losses
 

@@ -70,6 +70,11 @@ def latent_gradient(
     return loss.item(), grad
 
 
+def converged(losses: list[float], early_stop: float) -> bool:
+    """Whether the last step changed the loss by less than `early_stop` of itself (0: never)."""
+    return early_stop > 0 and len(losses) > 1 and abs(losses[-2] - losses[-1]) < early_stop * losses[-2]
+
+
 def optimize_latents(
     latents: torch.Tensor,
     decode: DecodeFn,
@@ -117,6 +122,6 @@ def optimize_latents(
             losses.append(step_loss)
             if on_step is not None:
                 on_step(step, losses[-1])
-            if early_stop > 0 and step > 0 and abs(losses[-2] - losses[-1]) < early_stop * losses[-2]:
+            if converged(losses, early_stop):
                 break
     return torch.cat([z.detach() for z in chunks]).to(latents.dtype), losses
