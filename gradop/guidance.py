@@ -38,6 +38,13 @@ def guidance_window(steps: int, strength: float, iterations: int) -> range:
     return range(start, max(start, min(start + iterations, steps - 1)))
 
 
+def shared_prefix(window: range, guidance_latent: str) -> int:
+    """How many leading steps of a shared text-only trajectory (gradop.sharing) a GradOP+ call can
+    skip: up to and including its window's first step, except that the x0 and denoised latents
+    need that step's own pass of the sampling loop (its predicted x0; the prompts' embeddings)."""
+    return window.start + (guidance_latent not in ("x0", "denoised"))
+
+
 def guide(
     z_next: torch.Tensor,
     t_next: torch.Tensor,

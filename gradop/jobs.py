@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from gradop.guidance import guidance_window
+from gradop.guidance import guidance_window, shared_prefix
 from gradop.metadata import png_bytes
 from gradop.options import METHOD_OPTIONS, SamplingOptions
 from gradop.results import GenerationCancelled, Progress
@@ -97,7 +97,7 @@ def estimate_seconds(pipeline, method: str, settings: dict, shared_steps: int = 
     backward = max(_CPU_DECODE_BACKWARD_S * area * decoder_params / _SD_DECODER_PARAMS * work, 0.05)
     steps = knobs["steps"]
     denoise = min(int(steps * knobs.get("strength", 1.0)), steps)
-    skipped = min(shared_steps, _text_only_steps(method, knobs))
+    skipped = min(shared_steps, _skippable_steps(method, knobs))
     if method == "text":
         total = (steps - skipped) * unet + decode
     elif method == "sdedit":
@@ -124,6 +124,14 @@ def _text_only_steps(method: str, knobs: dict) -> int:
     if method == "gradop+":  # up to and including its window's first step
         return min(guidance_window(knobs["steps"], knobs["strength"], knobs["iterations"]).start + 1, knobs["steps"])
     return 0  # SDEdit starts from the strokes
+
+
+def _skippable_steps(method: str, knobs: dict) -> int:
+    """How many of those steps a call can take from an earlier call instead of computing them."""
+    if method == "gradop+":
+        window = guidance_window(knobs["steps"], knobs["strength"], knobs["iterations"])
+        return min(shared_prefix(window, knobs["guidance_latent"]), knobs["steps"])
+    return _text_only_steps(method, knobs)
 
 
 # What decides the text-only trajectory (gradop.pipeline passes the same to SharedPasses).

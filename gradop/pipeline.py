@@ -28,7 +28,7 @@ from gradop.editing import EditOptions, LatentBlend, encode_image, fit_size, pre
 from gradop.images import load_image, pil_to_tensor, to_rgb
 from gradop.models import ddim_scheduler, load_components
 from gradop.optimize import optimize_latents
-from gradop.guidance import GradopPlusCallback, guidance_window
+from gradop.guidance import GradopPlusCallback, guidance_window, shared_prefix
 from gradop.options import METHODS, normalise_seed, parse_options, validate_options
 from gradop.painting import make_painting_fn
 from gradop.precision import GuidanceDecode, vae_decode
@@ -367,9 +367,7 @@ class GradopPipeline:
 
         # With a shared trajectory: start from its furthest step up to the window's first; that
         # step's own callback (guidance, when it is the window's first) runs here, then sampling goes on.
-        # The x0 variant needs the scheduler's own step at the window's first step (its predicted x0),
-        # the denoised one the prompts' embeddings that only the sampling loop hands its callback.
-        resume_at = window.start - (opts.guidance_latent in ("x0", "denoised"))
+        resume_at = shared_prefix(window, opts.guidance_latent) - 1
         pipe, step, latents = self._resume(StableDiffusionPipeline, trajectory, resume_at, call["generator"])
         start = {}
         if latents is not None:

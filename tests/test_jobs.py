@@ -73,15 +73,19 @@ def test_cpu_estimate_follows_the_guidance_decoder(tiny_pipe, monkeypatch):
         jobs.estimate_seconds(tiny_pipe, "gradop", base)
 
 
-@pytest.mark.parametrize("order", [("gradop+", "gradop", "sdedit", "text"), ("text", "sdedit", "gradop", "gradop+")])
-def test_job_estimates_count_the_unet_steps_that_shared_calls_make(tiny_pipe, strokes, monkeypatch, order):
+@pytest.mark.parametrize("order, latent", [(("gradop+", "gradop", "sdedit", "text"), "noisy"),
+                                           (("text", "sdedit", "gradop", "gradop+"), "noisy"),
+                                           (("text", "gradop+"), "x0")])
+def test_job_estimates_count_the_unet_steps_that_shared_calls_make(tiny_pipe, strokes, monkeypatch, order, latent):
     """With a UNet so large that it is all the estimate counts, each run's estimate is its UNet
-    steps: Compare all's runs skip the text-only steps an earlier run computed (gradop.sharing)."""
+    steps: Compare all's runs skip the text-only steps an earlier run computed (gradop.sharing);
+    GradOP+ with the x0 latent recomputes its window's first step (it needs that step's x0)."""
     from gradop.sharing import SharedPasses
 
     monkeypatch.setattr(jobs, "_calibration", {})
     monkeypatch.setattr(jobs, "_model_size", lambda pipeline: (1e15, 1.0))
-    knobs = dict(FAST, prompt="a red hut", seed=3, iterations=2, grad_steps=2, opt_steps=2, guidance_decoder="linear")
+    knobs = dict(FAST, prompt="a red hut", seed=3, iterations=2, grad_steps=2, opt_steps=2, guidance_decoder="linear",
+                 guidance_latent=latent)
     runs = [Run(m, m, knobs) for m in order]
     unet_step = jobs.estimate_seconds(tiny_pipe, "text", knobs) / FAST["steps"]
     counted = []
