@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/eval_region_words.py --cases 16 --strengths 0.5 2 8
     .venv/bin/python bench/eval_region_words.py --method gradop+ --cases 8 --steps 25
+    .venv/bin/python bench/eval_region_words.py --method gradop+ --set guidance_latent=denoised strength=0.9 iterations=20 lr=0.03
 
 The paintings are the quality benchmark's "ambiguous" kind (one colour that can mean two
 classes; the caption names both) drawn from AMBIGUOUS_TUNING_SEED instead of the benchmark's
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=16, help="tuning paintings (the 4 colour pairs cycle)")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 2.0], help="region strengths w' > 0")
     parser.add_argument("--method", default="text", choices=["text", "sdedit", "gradop+", "gradop"])
+    parser.add_argument("--set", nargs="+", default=[], metavar="KNOB=VALUE",
+                        help="the method's knobs, e.g. strength=0.9 guidance_latent=denoised (numbers are parsed)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seeds", type=int, default=2, help="images per painting and setting")
     parser.add_argument("--threads", type=int, default=1)
@@ -45,7 +48,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     # The quality benchmark's own region section, on paintings from the tuning range.
     ctx = Context(GradopPipeline.from_pretrained(args.model), load_judge(args.judge or JUDGES[args.world_version]),
-                  seeds=args.seeds, steps=args.steps, region_settings=(Setting(args.method, args.method),),
+                  seeds=args.seeds, steps=args.steps,
+                  region_settings=(Setting(args.method, args.method, parse_knobs(args.set)),),
                   region_strengths=tuple(args.strengths), world_version=args.world_version)
     section, rows, started = RegionSection(), [], time.time()
     for index in range(args.cases):
@@ -58,9 +62,24 @@ def main() -> None:
     summarise(rows, args)
 
 
+def parse_knobs(pairs: list[str]) -> tuple:
+    """["strength=0.9", "guidance_latent=denoised"] -> (("strength", 0.9), ("guidance_latent", "denoised"))."""
+    knobs = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KNOB=VALUE pairs, got {pair!r}")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass  # a word, e.g. denoised
+        knobs.append((name, value))
+    return tuple(knobs)
+
+
 def summarise(rows: list[dict], args) -> None:
     print(f"\n{args.cases} tuning ambiguous paintings (seeds from {AMBIGUOUS_TUNING_SEED}), {args.model}, "
-          f"{args.method}, {args.steps} steps, {args.seeds} seeds")
+          f"{args.method} {' '.join(args.set)}, {args.steps} steps, {args.seeds} seeds")
     print(f"{'w':>5} {'assigned [95% CI]':>24} {'natural':>8} {'swapped':>8} {'competing':>10} {'realism':>8}")
     for strength in [0.0, *args.strengths]:
         sel = [r for r in rows if r["region_strength"] == strength]

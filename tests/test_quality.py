@@ -362,3 +362,23 @@ def test_every_named_setting_is_a_call_the_library_accepts():
         _, options = parse_options(setting.method, setting.kwargs)  # raises on an unknown knob or bad value
         for name, value in setting.options:
             assert getattr(options, name) == value, label
+
+
+def test_promise_two_reports_each_words_share_natural_and_swapped():
+    from gradop.quality.report import markdown
+    from gradop.quality.summary import promise_two, summarise
+
+    rows = []
+    for p, (word, natural, share) in enumerate([("lake", True, 0.8), ("lake", False, 0.1), ("sky", True, 1.0),
+                                                ("sky", False, 0.6), ("lake", True, 0.6)]):
+        for strength, s in ((0.0, 0.0), (2.0, share)):
+            rows.append({"section": "region", "painting": f"ambiguous-{p:03d}", "kind": "ambiguous", "setting": "text2img",
+                         "method": "text", "image": 0, "seconds": 1.0, "word": word, "natural": natural,
+                         "region_strength": strength, "assigned_share": s, "competing_share": 0.0,
+                         "realism_judge": 0.5, "realism_texture": 0.5})
+    by_word = promise_two(rows, {})["by_setting"]["text2img"]["2.0"]["by_word"]
+    assert by_word == pytest.approx({"lake (natural)": 0.7, "sky (natural)": 1.0, "lake (swapped)": 0.1,
+                                     "sky (swapped)": 0.6})
+    assert list(by_word) == ["lake (natural)", "sky (natural)", "lake (swapped)", "sky (swapped)"]
+    report = markdown(summarise(_synthetic_rows(0.7, 0.04) + rows))
+    assert "| text2img | 2.0 | 0.70 | 1.00 | 0.10 | 0.60 |" in report

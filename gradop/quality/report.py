@@ -74,6 +74,16 @@ def markdown(summary: dict) -> str:
                          f"{e['swapped']['assigned_share']['mean']:.3f} | {_ci(e['competing_share'])} | "
                          f"{e['cases_at_or_above_0.9']:.3f} | {_ci(e['realism_judge'])} | {change} | "
                          f"{e['seconds_per_image']:.2f} |")
+    if p2["by_setting"]:
+        lines += ["\nBy word (mean assigned share; a swapped word is asked for where the other class was painted, "
+                  "e.g. lake (swapped) = a lake in a sky-shaped region):\n"]
+        columns = list(dict.fromkeys(k for per in p2["by_setting"].values() for e in per.values()
+                                     for k in e.get("by_word", {})))
+        lines += ["| setting | w' | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        for setting, per in p2["by_setting"].items():
+            for w, e in per.items():
+                cells = [f"{e['by_word'][c]:.2f}" if c in e.get("by_word", {}) else "—" for c in columns]
+                lines.append(f"| {setting} | {w} | " + " | ".join(cells) + " |")
     lines.append(f"\nVerdict: **{p2['verdict']}**.\n")
     if parity := summary.get("decoder_parity"):
         lines += ["## Guidance decoders and Adam steps: a cheaper path against the exact one\n",

@@ -172,6 +172,9 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
             entry = _shares(cur)
             for label, natural in (("natural", True), ("swapped", False)):
                 entry[label] = _shares([r for r in cur if r["natural"] == natural])
+            # Which words fail: "lake in a sky region" reads as "lake (swapped)".
+            entry["by_word"] = {f"{word} ({'natural' if natural else 'swapped'})": float(np.mean(shares))
+                                for (word, natural), shares in _group_shares(cur).items()}
             if strength:
                 entry["realism_change"] = {s: paired(_keyed(cur), _keyed(base), f"realism_{s}") for s in SIGNALS}
             entry["seconds_per_image"] = float(np.mean(_column(cur, "seconds"))) if cur else float("nan")
@@ -203,6 +206,14 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
 def _keyed(rows):
     # Region rows pair by painting, image and word (one image per word at a strength > 0).
     return [{**r, "painting": f"{r['painting']}|{r['word']}"} for r in rows]
+
+
+def _group_shares(rows) -> dict:
+    """(word, natural) -> assigned shares, natural assignments first, then by word."""
+    groups: dict = {}
+    for r in sorted(rows, key=lambda r: (not r["natural"], r["word"])):
+        groups.setdefault((r["word"], r["natural"]), []).append(r["assigned_share"])
+    return groups
 
 
 def _shares(rows):
