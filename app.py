@@ -245,7 +245,7 @@ def advanced_section() -> None:
         a.number_input("Learning rate", *RANGES["lr"], step=0.05, format="%.3f", key="lr", disabled=not plus,
                        help=f"GradOP+: the Adam step on the latent ({DEFAULTS['lr']}; the release: "
                             f"{RELEASE_ADAM['grad_steps']} steps of {RELEASE_ADAM['lr']}); with the denoised "
-                            "guided latent, the latent's step at every pull.")
+                            "guided latents, the latent's step at every pull.")
         b.number_input("Optimisation learning rate", *RANGES["opt_lr"], step=0.01, format="%.3f", key="opt_lr",
                        disabled=not two_pass,
                        help=f"GradOP: the Adam step of its optimisation pass ({DEFAULTS['opt_lr']}).")
@@ -257,8 +257,9 @@ def advanced_section() -> None:
                     on_change=on_guided_latent,
                     help="GradOP+: optimise the noisy latent (the release's) or the predicted clean one (x0); or "
                          "denoised: many small pulls through the model's own clean prediction (more realistic at "
-                         "the same faithfulness on the demo model, slower). Choosing one sets its strength, "
-                         "iterations and learning rate.")
+                         "the same faithfulness on the demo model, slower); denoised-fast: the same pulls with the "
+                         "model's prediction held fixed (about half of denoised's time). Choosing one sets its "
+                         "strength, iterations and learning rate.")
         a.slider("Region strength", *RANGES["region_strength"], step=0.05, key="region_strength",
                  help="How strongly each painted region is tied to its word (0.1-1).")
 

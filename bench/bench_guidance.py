@@ -7,7 +7,7 @@ bench_methods.sd15_components), one run of each, on one machine:
     python bench/bench_guidance.py --device cuda --dtype float16 --size 512 --steps 50
     python bench/bench_guidance.py --options vae --precisions auto bf16 --guidance-only   # bf16 autocast
     python bench/bench_guidance.py --device cuda --size 512 --options vae --guidance-only --compile-unet --compile-decoder
-    python bench/bench_guidance.py --options vae --guidance-only --denoised --threads 2   # the step through the UNet
+    python bench/bench_guidance.py --options vae --guidance-only --denoised --threads 2   # the denoised steps
 
 text2img is timed first and last, and the ratios use the mean of the two; with --interleave it is
 timed between every two lines too, and each line's ratio uses the text2img runs just before and
@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--guidance-only", action="store_true", help="skip the SDEdit and GradOP lines")
     parser.add_argument("--denoised", action="store_true",
-                        help="add a line for guidance_latent 'denoised' with its tuned schedule (denoised_knobs)")
+                        help="add lines for guidance_latent 'denoised' and 'denoised-fast' with their tuned "
+                             "schedule (denoised_knobs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,10 +113,11 @@ def main() -> None:
         lines.append((f"gradop+ {label}{mark}", lambda knobs=knobs: pipe.gradop_plus(prompt, image, **knobs, **common),
                       setup))
 
-    if args.denoised:  # the step through the UNet: a UNet forward + backward per pull on top of the decoder's
-        knobs = denoised_knobs(args.steps)
-        lines.append((f"gradop+ vae denoised {knobs['iterations']}x{knobs['lr']:g}",
-                      lambda: pipe.gradop_plus(prompt, image, **knobs, **common), 0.0))
+    if args.denoised:  # through the UNet: a UNet forward + backward per pull on top of the decoder's;
+        for latent in ("denoised", "denoised-fast"):  # fast: the decoder's alone
+            knobs = denoised_knobs(args.steps, latent)
+            lines.append((f"gradop+ vae {latent} {knobs['iterations']}x{knobs['lr']:g}",
+                          lambda knobs=knobs: pipe.gradop_plus(prompt, image, **knobs, **common), 0.0))
 
     def time_text():
         seconds, _, peak = measure(lambda: pipe.text2img(prompt, **common))

@@ -33,6 +33,7 @@ sd="--device cuda --dtype float16 --size 512 --steps 50"
 [[ $steps == *4* ]] && timeout 170 $py bench_guidance.py $sd --guidance-only --options vae --compile-unet 2>&1 | tee "$out/compile_unet.log"
 [[ $steps == *4* ]] && timeout 170 $py bench_guidance.py $sd --guidance-only --options vae --compile-unet --compile-decoder 2>&1 | tee "$out/compile.log"
 # 5. GradOP+ through the denoiser (guidance_latent "denoised", its tuned schedule: 40 pulls, each a UNet
-#    forward + backward and a decode + backward): seconds per image and peak memory, eager
+#    forward + backward and a decode + backward; "denoised-fast": the decode + backward alone):
+#    seconds per image and peak memory, eager
 [[ $steps == *5* ]] && timeout 170 $py bench_guidance.py $sd --guidance-only --options vae --denoised 2>&1 | grep -v "should be kept in float32" | tee "$out/denoised.log"
 exit 0  # a skipped step is not a failure

@@ -9,6 +9,7 @@
 #   bash bench/run_quality.sh steps         # GradOP+'s Adam schedules on 216 paintings: the release's, the default, others -> build/quality-steps
 #   bash bench/run_quality.sh parity        # vae-half against the exact VAE on 216 paintings -> build/quality-parity
 #   bash bench/run_quality.sh denoised      # SDEdit against GradOP+ through the denoiser, world + app only -> build/quality-denoised
+#   bash bench/run_quality.sh fast          # SDEdit against GradOP+ with denoised-fast, world + app only -> build/quality-fast
 # Every mode measures the shipped demo model on its world (3) with its judge (judge3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,11 @@ elif [ "${1:-}" = denoised ]; then
     args=(--ambiguous 0 --edit 0 --settings text2img "sdedit 0.5" "sdedit 0.6" "sdedit 0.7" "sdedit 0.8" "sdedit 0.9"
           "gradop+" "gradop+ denoised it20 lr0.1" "gradop+ denoised it20 lr0.05" "gradop+ denoised it20 lr0.03"
           "gradop+ denoised it20 lr0.02" "gradop+ denoised it12 lr0.02")
+elif [ "${1:-}" = fast ]; then
+    out=build/quality-fast
+    args=(--ambiguous 0 --edit 0 --settings text2img "sdedit 0.5" "sdedit 0.6" "sdedit 0.7" "sdedit 0.8" "sdedit 0.9"
+          "gradop+" "gradop+ denoised it20 lr0.03" "gradop+ fast lr0.07" "gradop+ fast lr0.05" "gradop+ fast lr0.04"
+          "gradop+ fast lr0.03" "gradop+ fast lr0.025" "gradop+ fast lr0.015")
 else
     out=build/quality-run
     args=()

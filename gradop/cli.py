@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "clean latents, then re-noise them (x0); or step the noisy latents through the UNet's "
                           "clean prediction (denoised: many small pulls, e.g. --strength 0.9 --iterations 40 "
                           "--lr 0.015 for 50 steps; more realistic than SDEdit at equal faithfulness on the demo "
-                          "model, README)")
+                          "model, README); denoised-fast: the same pulls with the model's prediction held fixed "
+                          "(no pass through the UNet, about half the cost)")
     gen.add_argument("--early-stop", type=float, default=d["guidance_early_stop"],
                      help="end each optimisation once the loss changes by less than this fraction per step (default 0: off)")
     gen.add_argument("--tiny-decoder", help="AutoencoderTiny folder or hub id for --guidance-decoder tiny "

@@ -14,7 +14,7 @@ from PIL import Image
 from gradop import jobs, serving
 from gradop.decoders import GUIDANCE_DECODERS
 from gradop.editing import painted_area
-from gradop.guidance import GUIDANCE_LATENTS
+from gradop.guidance import DENOISED_LATENTS, GUIDANCE_LATENTS
 from gradop.images import is_blank, to_rgb
 from gradop.options import GradopOptions, GradopPlusOptions, SamplingOptions, denoised_knobs
 from gradop.painting import PAINTING_FUNCTIONS
@@ -51,9 +51,10 @@ RANGES = dict(steps=(1, 200), guidance_scale=(0.0, 30.0), strength=(0.0, 1.0), n
 
 def guided_latent_knobs(latent: str, steps: int) -> dict:
     """The GradOP+ knobs that go with a guided latent (what choosing it in the form sets): the
-    tuned many-small-pulls schedule for "denoised", the library's defaults for the others."""
-    if latent == "denoised":
-        return {k: v for k, v in denoised_knobs(steps).items() if k != "guidance_latent"}
+    tuned many-small-pulls schedule for "denoised" and "denoised-fast", the library's defaults for
+    the others."""
+    if latent in DENOISED_LATENTS:
+        return {k: v for k, v in denoised_knobs(steps, latent).items() if k != "guidance_latent"}
     return {k: DEFAULTS[k] for k in ("strength", "iterations", "lr")}
 
 

@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from gradop.decoders import GUIDANCE_DECODERS
-from gradop.guidance import GUIDANCE_LATENTS
+from gradop.guidance import DENOISED_LATENTS, GUIDANCE_LATENTS
 from gradop.painting import PAINTING_FUNCTIONS
 from gradop.precision import PRECISION_MODES
 
@@ -23,14 +23,17 @@ RELEASE_ADAM = {"grad_steps": 12, "lr": 0.1}  # the official release's Adam sche
 # guidance_latent "denoised" moves the latent by lr (RMS) at every pull, through the UNet: it wants
 # many small pulls, not the release's few large ones. Tuned on the demo model's tuning scenes
 # (model card, session 13): from strength 0.9, over 80% of the steps, lr x iterations = 0.6.
+# "denoised-fast" takes the same knobs (model card, session 14).
 DENOISED_MAX_LR = 0.5  # at 0.3-0.5 the demo model's images already fall back to SDEdit's curve (model card)
 
 
-def denoised_knobs(steps: int) -> dict:
-    """GradOP+'s tuned knobs for guidance_latent "denoised" at `steps` sampling steps (25 steps:
-    iterations 20, lr 0.03; 50 steps: iterations 40, lr 0.015)."""
+def denoised_knobs(steps: int, latent: str = "denoised") -> dict:
+    """GradOP+'s tuned knobs for guidance_latent "denoised" or "denoised-fast" at `steps` sampling
+    steps (25 steps: iterations 20, lr 0.03; 50 steps: iterations 40, lr 0.015)."""
+    if latent not in DENOISED_LATENTS:
+        raise ValueError(f"denoised_knobs is for the guided latents {', '.join(DENOISED_LATENTS)}, not {latent!r}")
     iterations = max(1, round(0.8 * steps))
-    return {"guidance_latent": "denoised", "strength": 0.9, "iterations": iterations, "lr": round(0.6 / iterations, 4)}
+    return {"guidance_latent": latent, "strength": 0.9, "iterations": iterations, "lr": round(0.6 / iterations, 4)}
 
 
 def knob(default, label: str, *, whole: bool = False, boolean: bool = False, low=None, high=None, above=None, choices=None,
@@ -193,14 +196,15 @@ class GradopPlusOptions(GuidanceKnobs):
                                 help="what is optimised: the noisy latents (the release) or the sampler's "
                                      "predicted clean latents (x0), re-noised afterwards; or denoised: the noisy "
                                      "latents, stepped by lr through the UNet's clean prediction (small "
-                                     "steps, many pulls: see denoised_knobs)")
+                                     "steps, many pulls: see denoised_knobs); denoised-fast: the same with the "
+                                     "sampler's own prediction held fixed (no pass through the UNet)")
 
     def check_schedule(self, steps: int) -> None:
         from gradop.guidance import guidance_window
 
-        if self.guidance_latent == "denoised" and self.lr > DENOISED_MAX_LR:
-            tuned = denoised_knobs(steps)
-            raise ValueError(f"with guidance_latent 'denoised', lr is the latent's step at every pull (at most "
+        if self.guidance_latent in DENOISED_LATENTS and self.lr > DENOISED_MAX_LR:
+            tuned = denoised_knobs(steps, self.guidance_latent)
+            raise ValueError(f"with guidance_latent '{self.guidance_latent}', lr is the latent's step at every pull (at most "
                              f"{DENOISED_MAX_LR}); for {steps} steps use e.g. strength {tuned['strength']}, iterations "
                              f"{tuned['iterations']}, lr {tuned['lr']}")
         if not guidance_window(steps, self.strength, self.iterations):

@@ -200,9 +200,10 @@ def test_guidance_knobs_reach_the_library_and_the_png(generate_calls):
     assert at.selectbox(key="guidance_decoder").disabled and at.selectbox(key="guidance_latent").disabled
 
 
-def test_choosing_the_denoised_latent_sets_its_schedule_and_generates(generate_calls):
+@pytest.mark.parametrize("latent", ["denoised", "denoised-fast"])
+def test_choosing_the_denoised_latent_sets_its_schedule_and_generates(generate_calls, latent):
     at = open_app(painting(), prompt=PROMPT, method="gradop+", random_seed=False, seed=3)
-    at.selectbox(key="guidance_latent").select("denoised").run()
+    at.selectbox(key="guidance_latent").select(latent).run()
     steps = at.session_state["steps"]
     assert (at.session_state["strength"], at.session_state["iterations"]) == (0.9, round(0.8 * steps))
     assert at.session_state["lr"] == pytest.approx(0.6 / round(0.8 * steps), abs=1e-4)
@@ -211,7 +212,7 @@ def test_choosing_the_denoised_latent_sets_its_schedule_and_generates(generate_c
     assert not at.error, texts(at.error)
     call = generate_calls[-1]
     assert (call["guidance_latent"], call["iterations"], call["lr"]) == \
-        ("denoised", at.session_state["iterations"], at.session_state["lr"])
+        (latent, at.session_state["iterations"], at.session_state["lr"])
     at.selectbox(key="guidance_latent").select("noisy").run()  # back to the release's schedule
     assert (at.session_state["strength"], at.session_state["iterations"], at.session_state["lr"]) == \
         (GradopPlusOptions().strength, GradopPlusOptions().iterations, GradopPlusOptions().lr)

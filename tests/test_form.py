@@ -1,5 +1,7 @@
 """gradop.form: the app's settings, refusals and library calls, without a server."""
 
+import itertools
+
 import numpy as np
 from PIL import Image
 
@@ -83,10 +85,10 @@ def test_a_history_entry_fixes_the_seed_it_used():
 
 
 def test_choosing_a_guided_latent_sets_knobs_that_run_and_stay_in_the_widgets_ranges():
-    for steps in (25, 50, form.RANGES["steps"][1]):
-        knobs = form.guided_latent_knobs("denoised", steps)
+    for steps, latent in itertools.product((25, 50, form.RANGES["steps"][1]), ("denoised", "denoised-fast")):
+        knobs = form.guided_latent_knobs(latent, steps)
         assert knobs["iterations"] == round(0.8 * steps) and knobs["strength"] == 0.9
-        parse_options("gradop+", dict(knobs, guidance_latent="denoised", steps=steps))  # valid together
+        parse_options("gradop+", dict(knobs, guidance_latent=latent, steps=steps))  # valid together
         assert not form.fixes({**form.DEFAULTS, "steps": steps, **knobs})  # every widget can show them
     plus = GradopPlusOptions()
     for latent in ("noisy", "x0"):

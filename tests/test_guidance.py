@@ -310,3 +310,60 @@ def test_denoised_variant_follows_the_strokes_and_resumes_a_shared_text_pass(tin
     resumed = tiny_pipe.generate("gradop+", "a fox", strokes, shared=shared, **knobs)
     assert resumed.losses == pytest.approx(fresh.losses, rel=1e-5)
     assert resumed.params["guidance_latent"] == "denoised"
+
+
+# ---- guidance_latent "denoised-fast": the sampler's own x0 held fixed (no pass through the UNet)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_sampled_x0_is_the_denoiser_with_the_unets_output_frozen(prediction_type):
+    """For a UNet whose output does not depend on the latents (w = 0), SampledX0 built from one
+    prediction is the Denoiser everywhere: same x0, same gradient, without calling any UNet."""
+    from gradop.guidance import Denoiser, SampledX0
+
+    scheduler = DDIMScheduler(prediction_type=prediction_type)
+    t = torch.tensor(500)
+    z0 = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(2))
+    denoiser = Denoiser(LinearUNet(w=0.0), scheduler, embeds([0.1, 0.2, 1.0, -1.0]), guidance_scale=4.0)
+    sampled = SampledX0(denoiser(z0, t, slice(0, 2)), z0, scheduler, t)
+    z = z0 + 0.3 * torch.randn(z0.shape, generator=torch.Generator().manual_seed(3))
+    for rows in (slice(0, 2), slice(1, 2)):
+        assert torch.allclose(sampled(z[rows], t, rows), denoiser(z[rows], t, rows), atol=1e-5), rows
+    assert torch.allclose(sampled(z0, t, slice(0, 2)), denoiser(z0, t, slice(0, 2)), atol=1e-6)
+    # With a UNet that does depend on the latents the two differ: the fast step skips its Jacobian.
+    full = Denoiser(LinearUNet(w=0.5), scheduler, embeds([0.1, 0.2, 1.0, -1.0]), guidance_scale=4.0)
+    assert not torch.allclose(SampledX0(full(z0, t, slice(0, 2)), z0, scheduler, t)(z, t, slice(0, 2)),
+                              full(z, t, slice(0, 2)), atol=1e-3)
+
+
+def test_fast_denoised_variant_calls_the_unet_only_to_sample_and_follows_the_strokes(tiny_pipe, strokes):
+    from gradop.sharing import SharedPasses
+
+    knobs = dict(steps=10, strength=0.8, iterations=4, grad_steps=1, lr=0.3, seed=1)
+    calls = []
+    handle = tiny_pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fast = tiny_pipe.generate("gradop+", "a fox", strokes, guidance_latent="denoised-fast", **knobs)
+        fast_calls, calls[:] = len(calls), []
+        full = tiny_pipe.generate("gradop+", "a fox", strokes, guidance_latent="denoised", **knobs)
+    finally:
+        handle.remove()
+    assert fast_calls == 10 and len(calls) == 10 + 4  # the sampling loop's passes; denoised adds one per pull
+    assert len(fast.losses) == 4 and fast.losses[-1] < fast.losses[0]
+    assert fast.losses != pytest.approx(full.losses, rel=1e-3)  # the sampler's x0 of step i, not a new one
+    assert fast.params["guidance_latent"] == "denoised-fast"
+    shared = SharedPasses()
+    tiny_pipe.generate("text", "a fox", steps=10, seed=1, shared=shared)
+    resumed = tiny_pipe.generate("gradop+", "a fox", strokes, shared=shared, guidance_latent="denoised-fast", **knobs)
+    assert resumed.losses == pytest.approx(fast.losses, rel=1e-5)
+
+
+def test_fast_denoised_guidance_needs_the_samplers_x0_not_the_unet():
+    log, z, target, _ = setting()
+    callback = GradopPlusCallback(RecordingDecode(log), target, half, torch.Generator(),
+                                  GradopPlusOptions(guidance_latent="denoised-fast", lr=0.05), steps=10)
+    assert callback.tensor_inputs == ["latents"]
+    pipe = SimpleNamespace(scheduler=ddim_scheduler(DDIM_SETTINGS))
+    pipe.scheduler.set_timesteps(10)
+    with pytest.raises(RuntimeError, match="predicted x0"):
+        callback(pipe, callback.window.start, pipe.scheduler.timesteps[callback.window.start], {"latents": z})

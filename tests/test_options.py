@@ -111,6 +111,12 @@ def test_denoised_latent_refuses_the_release_sized_step_and_says_what_to_use():
         knobs = denoised_knobs(steps)
         validate_options("gradop+", steps=steps, **knobs)  # the tuned schedule is valid at any step count
         assert knobs["lr"] * knobs["iterations"] == pytest.approx(0.6, rel=0.01)
+    # The fast variant takes the same schedule and the same refusal.
+    with pytest.raises(ValueError, match=r"'denoised-fast'.*strength 0.9, iterations 20, lr 0.03"):
+        validate_options("gradop+", guidance_latent="denoised-fast", steps=25)
+    assert denoised_knobs(25, "denoised-fast") == dict(denoised_knobs(25), guidance_latent="denoised-fast")
+    with pytest.raises(ValueError, match="denoised_knobs is for the guided latents"):
+        denoised_knobs(25, "noisy")
 
 
 def test_seeds():

@@ -133,18 +133,22 @@ def plot(summary: dict, path: Path) -> Path:
             ax.plot(*zip(*xy), color="tab:blue", label="SDEdit (strength 0.5 → 0.9)")
             for s, (x, y) in zip(sweep, xy):
                 ax.annotate(s.split()[1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="tab:blue")
-        # GradOP+ through the denoiser: its lr sweeps a curve of its own, drawn like SDEdit's.
-        denoised = sorted((s for s in table if s.startswith("gradop+ denoised")), key=lambda s: table[s]["blurred_l2"]["mean"])
-        if denoised:
-            xy = [point(s, color="tab:green", fmt="D") for s in denoised]
-            ax.plot(*zip(*xy), color="tab:green", label="GradOP+ denoised (larger lr → left)")
-            for s, (x, y) in zip(denoised, xy):
-                ax.annotate(s.removeprefix("gradop+ denoised").strip(), (x, y), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7, color="tab:green")
-        styles = itertools.cycle(zip("s^vDP*X<", ("tab:red", "tab:orange", "tab:brown", "tab:pink", "goldenrod",
-                                                  "darkred", "salmon", "olive")))
+        # GradOP+'s denoised steps: each one's lr sweeps a curve of its own, drawn like SDEdit's.
+        curves = []
+        for prefix, colour, fmt, name in (("gradop+ denoised", "tab:green", "D", "GradOP+ denoised"),
+                                          ("gradop+ fast", "tab:orange", "^", "GradOP+ denoised-fast")):
+            curve = sorted((s for s in table if s.startswith(prefix + " ")), key=lambda s: table[s]["blurred_l2"]["mean"])
+            if curve:
+                xy = [point(s, color=colour, fmt=fmt) for s in curve]
+                ax.plot(*zip(*xy), color=colour, label=f"{name} (larger lr → left)")
+                for s, (x, y) in zip(curve, xy):
+                    ax.annotate(s.removeprefix(prefix).strip(), (x, y), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7, color=colour)
+            curves += curve
+        styles = itertools.cycle(zip("s^vDP*X<", ("tab:red", "tab:brown", "tab:pink", "goldenrod",
+                                                  "darkred", "salmon", "olive", "tab:olive")))
         for setting in table:
-            if setting.startswith("gradop+") and setting not in denoised:
+            if setting.startswith("gradop+") and setting not in curves:
                 marker, colour = next(styles)
                 x, y = point(setting, color=colour, fmt=marker, label=setting)
                 ax.annotate(setting.removeprefix("gradop+").strip() or "default", (x, y), textcoords="offset points",

@@ -55,6 +55,14 @@ DENOISED_SETTINGS = tuple(
     Setting(f"gradop+ denoised it{it} lr{lr}", "gradop+",
             (("guidance_latent", "denoised"), ("strength", 0.9), ("iterations", it), ("lr", lr)))
     for it, lr in ((20, 0.1), (20, 0.05), (20, 0.03), (20, 0.02), (12, 0.02)))
+# The same step with the sampler's own prediction held fixed (guidance_latent "denoised-fast": no
+# pass through the UNet). Chosen on 40 tuning scenes (model card, session 14), one at or below each
+# SDEdit strength's blurred L2 (lr 0.025 between two measured points), and lr 0.03, the knobs the
+# app and gradop.options.denoised_knobs set.
+FAST_SETTINGS = tuple(
+    Setting(f"gradop+ fast lr{lr}", "gradop+",
+            (("guidance_latent", "denoised-fast"), ("strength", 0.9), ("iterations", 20), ("lr", lr)))
+    for lr in (0.07, 0.05, 0.04, 0.03, 0.025, 0.015))
 GUIDED_SETTINGS = (
     Setting("text2img", "text"),
     *(Setting(f"sdedit {s}", "sdedit", (("strength", s),)) for s in SDEDIT_STRENGTHS),
@@ -68,6 +76,7 @@ GUIDED_SETTINGS = (
     Setting("gradop+ median", "gradop+", (("painting", "median-palette"),)),
     Setting("gradop+ x0", "gradop+", (("guidance_latent", "x0"),)),  # METHOD.md's predicted-x0 variant
     *DENOISED_SETTINGS,
+    *FAST_SETTINGS,
     # Cheaper guidance decoders, each measured against the default exact path (decoder_parity).
     Setting("gradop+ vae-half", "gradop+", (("guidance_decoder", "vae-half"),)),
     Setting("gradop+ linear", "gradop+", (("guidance_decoder", "linear"),)),
