@@ -142,3 +142,29 @@ def test_denoised_guidance_gradient_through_an_fp16_unet_matches_fp32():
     assert (grad == 0).float().mean() < 0.01
     native = denoised_gradient(unet, narrow_sd_vae(torch.float16), "native", size, latents, embeds)
     assert cosine(native, reference) < cosine(grad, reference)  # what the scaled loss fixes
+
+
+def test_fast_denoised_guidance_gradient_in_fp16_matches_fp32():
+    # "denoised-fast" differentiates only the decoder, at the sampler's (here fp16) x0: the scaled
+    # loss must keep that gradient as it does the release's step.
+    from diffusers import DDIMScheduler
+
+    from gradop.guidance import SampledX0
+
+    size, t = 512, torch.tensor(700)
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    x0 = torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
+
+    def fast_gradient(dtype, precision):
+        decode = guidance_decode(narrow_sd_vae(dtype), precision)
+        sampled = SampledX0(x0.to(dtype), latents.to(dtype), DDIMScheduler(), t)
+        with decode.prepared():
+            return latent_gradient(latents.to(dtype), lambda z: decode(sampled(z, t, slice(0, 1))),
+                                   strokes_target(size), make_painting_fn("blur", size, size),
+                                   loss_scale=decode.loss_scale)[1]
+
+    reference = fast_gradient(torch.float32, "native")
+    grad = fast_gradient(torch.float16, "auto")
+    assert cosine(grad, reference) >= 0.99
+    assert (grad == 0).float().mean() < 0.01
+    assert cosine(fast_gradient(torch.float16, "native"), reference) < cosine(grad, reference)
