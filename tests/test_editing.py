@@ -157,7 +157,8 @@ EDIT = dict(steps=4, seed=3)
 
 
 @pytest.mark.parametrize("method, knobs", [("text", {}), ("sdedit", {}), ("gradop+", {}), ("gradop", {}),
-                                           ("gradop+", {"guidance_latent": "denoised", "lr": 0.1})])
+                                           ("gradop+", {"guidance_latent": "denoised", "lr": 0.1}),
+                                           ("gradop+", {"guidance_latent": "denoised-fast", "lr": 0.1})])
 def test_edit_keeps_every_pixel_outside_the_feather(tiny_pipe, tmp_path, method, knobs):
     from gradop.metadata import read_params
 
@@ -316,6 +317,10 @@ def test_gradop_plus_edit_can_start_from_the_noised_painting(tiny_pipe):
                                   grad_steps=2, seed=1, edit_start="painting", guidance_latent="denoised", lr=0.1)
     assert len(denoised.losses) == 4  # img2img hands the callback the prompts' embeddings too
     assert np.array_equal(np.asarray(denoised.images[0])[outside], np.asarray(background)[outside])
+    fast = tiny_pipe.generate("gradop+", PROMPT, strokes, background=background, steps=10, iterations=2,
+                              grad_steps=2, seed=1, edit_start="painting", guidance_latent="denoised-fast", lr=0.1)
+    assert len(fast.losses) == 4 and fast.losses[-1] < fast.losses[0]  # img2img's scheduler records its x0 too
+    assert np.array_equal(np.asarray(fast.images[0])[outside], np.asarray(background)[outside])
     with pytest.raises(ValueError, match="unknown edit start"):
         tiny_pipe.generate("gradop+", PROMPT, strokes, background=background, edit_start="photo", **EDIT)
     with pytest.raises(ValueError, match="edit feather"):
