@@ -4,7 +4,7 @@
     python bench/bench_app.py --quick --screenshot test-artifacts/app-demo.png   # the app on the demo model
     python docs/refresh_images.py
     python docs/refresh_images.py --examples W E   # the README's held-out inputs: world painting W, edit E
-    python docs/refresh_images.py --denoised build/quality-run  # docs/compare_denoised.png from a benchmark run
+    python docs/refresh_images.py --denoised build/quality-fast  # docs/compare_denoised.png from a benchmark run
 
 `--examples` writes the inputs of the README's two comparison pictures from the quality
 benchmark's held-out paintings of the demo model's world (docs/compare_strokes.png; and
@@ -50,14 +50,16 @@ def write_examples(world_index: int, edit_index: int) -> None:
 
 
 DENOISED_COLUMNS = {"strokes": "strokes", "sdedit_0.7": "SDEdit 0.7", "gradop+": "GradOP+ release",
-                    "gradop+_denoised_it20_lr0.03": "GradOP+ denoised", "sdedit_0.9": "SDEdit 0.9",
+                    "gradop+_denoised_it20_lr0.03": "GradOP+ denoised", "gradop+_fast_lr0.04": "denoised-fast",
+                    "sdedit_0.9": "SDEdit 0.9",
                     "text2img": "text only"}
 
 
 def write_denoised_comparison(run: Path) -> None:
     """docs/compare_denoised.png: the quality benchmark's saved outputs (the first seed of the first
     three world and app paintings, all it saves) of SDEdit 0.7, GradOP+ with the release's step
-    and with the denoised one at about SDEdit 0.7's blurred L2, SDEdit 0.9 and text-only."""
+    and with the denoised and denoised-fast ones at about SDEdit 0.7's blurred L2, SDEdit 0.9 and
+    text-only (`bash bench/run_quality.sh fast` or the full run saves them all)."""
     from gradop.grid import labelled_grid
 
     rows = [run / "images" / f"{kind}-{i:03d}" for kind in ("world", "app") for i in range(3)]
