@@ -49,6 +49,16 @@ def shared_prefix(window: range, guidance_latent: str) -> int:
     return window.start + (guidance_latent not in ("x0", *DENOISED_LATENTS))
 
 
+def sampler_x0(scheduler, latent: str) -> torch.Tensor:
+    """The scheduler's prediction of the clean latents at its latest step, which the x0 and
+    denoised-fast latents start from."""
+    x0 = getattr(scheduler, "last_x0", None)
+    if x0 is None:
+        raise RuntimeError(f"guidance_latent '{latent}' needs the scheduler's latest predicted x0 "
+                           "(gradop.models.ddim_scheduler records it)")
+    return x0
+
+
 def guide(
     z_next: torch.Tensor,
     t_next: torch.Tensor,
@@ -71,12 +81,7 @@ def guide(
     """
     from diffusers.utils.torch_utils import randn_tensor
 
-    start = z_next
-    if getattr(opts, "guidance_latent", "noisy") == "x0":
-        start = getattr(scheduler, "last_x0", None)
-        if start is None:
-            raise RuntimeError("guidance_latent 'x0' needs the scheduler's latest predicted x0 "
-                               "(gradop.models.ddim_scheduler records it)")
+    start = sampler_x0(scheduler, "x0") if getattr(opts, "guidance_latent", "noisy") == "x0" else z_next
     optimized, losses = optimize_latents(start, decode, target, paint, steps=opts.grad_steps, lr=opts.lr,
                                          batch=getattr(opts, "guidance_batch", None), on_step=on_step,
                                          early_stop=getattr(opts, "guidance_early_stop", 0.0))
@@ -214,10 +219,7 @@ class GradopPlusCallback:
 
     def _denoiser(self, pipe, t_next, tensors: dict):
         if not self.through_unet:
-            if getattr(pipe.scheduler, "last_x0", None) is None:
-                raise RuntimeError("guidance_latent 'denoised-fast' needs the scheduler's latest predicted x0 "
-                                   "(gradop.models.ddim_scheduler records it)")
-            return SampledX0(pipe.scheduler.last_x0, tensors["latents"], pipe.scheduler, t_next)
+            return SampledX0(sampler_x0(pipe.scheduler, "denoised-fast"), tensors["latents"], pipe.scheduler, t_next)
         if "prompt_embeds" not in tensors:
             raise RuntimeError("guidance_latent 'denoised' needs the prompt embeddings in the callback's "
                                "tensors (callback_on_step_end_tensor_inputs=callback.tensor_inputs)")
