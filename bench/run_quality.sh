@@ -10,7 +10,9 @@
 #   bash bench/run_quality.sh parity        # vae-half against the exact VAE on 216 paintings -> build/quality-parity
 #   bash bench/run_quality.sh denoised      # SDEdit against GradOP+ through the denoiser, world + app only -> build/quality-denoised
 #   bash bench/run_quality.sh fast          # SDEdit against GradOP+ with denoised-fast, world + app only -> build/quality-fast
-# Every mode measures the shipped demo model on its world (3) with its judge (judge3).
+#   bash bench/run_quality.sh region        # only region words and edits (and the judge's validation) -> build/quality-region
+# Every mode measures the shipped demo model on its world (3) with its judge (judge3b); MODEL=folder and
+# JUDGE=folder measure another model or judge, OUT=folder writes elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -44,15 +46,22 @@ elif [ "${1:-}" = fast ]; then
     args=(--ambiguous 0 --edit 0 --settings text2img "sdedit 0.5" "sdedit 0.6" "sdedit 0.7" "sdedit 0.8" "sdedit 0.9"
           "gradop+" "gradop+ denoised it20 lr0.03" "gradop+ fast lr0.07" "gradop+ fast lr0.05" "gradop+ fast lr0.04"
           "gradop+ fast lr0.03" "gradop+ fast lr0.025" "gradop+ fast lr0.015")
+elif [ "${1:-}" = region ]; then
+    out=build/quality-region
+    args=(--world 0 --app 0)
 else
     out=build/quality-run
     args=()
 fi
+out=${OUT:-$out}
+extra=()
+[ -n "${MODEL:-}" ] && extra+=(--model "$MODEL")
+[ -n "${JUDGE:-}" ] && extra+=(--judge "$JUDGE")
 rm -rf "$out"
 mkdir -p "$out"
 start=$(date +%s)
 for i in 0 1; do
-    "$python" -m gradop.cli bench quality --seeds 2 --steps 25 "${args[@]}" --shard $i/2 --threads 1 --out "$out" \
+    "$python" -m gradop.cli bench quality --seeds 2 --steps 25 "${args[@]}" ${extra[@]+"${extra[@]}"} --shard $i/2 --threads 1 --out "$out" \
         2> "$out/shard$i.log" &
 done
 wait

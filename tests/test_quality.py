@@ -23,6 +23,7 @@ from gradop.images import pil_to_tensor
 from gradop.quality.runner import SCENE_PHOTO_LABEL
 from gradop.world import render_photo, sample_scene
 from gradop.world.judge import load_judge
+from gradop.world.moves import SWAPS
 from gradop.world.scene import HELDOUT_SEED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +58,11 @@ def test_ambiguous_paintings_have_the_colour_region_and_name_both_words(index, s
     close = [r for r in find_regions(painting.image) if np.abs(np.subtract(r.color, region.color)).sum() < 40]
     assert len(close) == 1
     assert painting.source == (first if (index // len(AMBIGUOUS_PAIRS)) % 2 == 0 else second)
+
+
+def test_the_judges_validation_swaps_are_the_region_sections_pairs_both_ways():
+    pairs = {(first[0], second[0]) for _, first, second, _ in AMBIGUOUS_PAIRS}
+    assert set(SWAPS) == pairs | {(b, a) for a, b in pairs} and len(SWAPS) == 2 * len(pairs)
 
 
 def test_benchmark_paintings_interleave_kinds_and_never_use_training_seeds():
@@ -126,7 +132,12 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
         faithfulness(scene_photo, pil_to_tensor(painting.image), [])["blurred_l2"][0], rel=1e-5)
     # No control answers for both words; each word at w'=1: 2 images each.
     assert len(region) == (2 + 2) * 2 and {r["region_strength"] for r in region} == {0.0, 1.0}
-    assert len([r for r in rows if r["section"] == "reference"]) == 2 * 3
+    references = [r for r in rows if r["section"] == "reference"]
+    assert sorted(r["kind"] for r in references if r["kind"] != "moved") == ["app", "app", "photo", "photo", "world", "world"]
+    # The segmenter's validation: each swap's class moved onto the other class's place, per reference.
+    moved = [r for r in references if r["kind"] == "moved"]
+    assert sorted(r["swap"] for r in moved) == sorted(f"{a}->{b}" for a, b in SWAPS for _ in range(2))
+    assert all(0 <= r["moved_share"] <= 1 and 0 <= r["in_place_share"] <= 1 for r in moved)
     editing = [r for r in rows if r["section"] == "editing"]  # no word, the word at w'=1, re-imagined: 2 images each
     assert [(r["condition"], r["region_strength"]) for r in editing[::2]] == [("no word", 0), ("word", 1.0), ("reimagine", 1.0)]
     for r in rows:
@@ -142,6 +153,8 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     assert "| setting | blurred L2 |" in report and "| gradop+ |" in report and "Promise 2" in report
     assert set(summary["editing"]) == {"gradop+ / no word", "gradop+ / word w'=1", "gradop+ / reimagine"}
     assert "## Editing" in report and "| gradop+ / word w'=1 |" in report
+    assert {swap: v["n"] for swap, v in summary["segmenter_validation"].items()} == {f"{a}->{b}": 2 for a, b in SWAPS}
+    assert "| class -> place | in place | moved | photos |" in report
     for name in ("realism_vs_faithfulness.png", "contact_sheet.png"):
         with Image.open(out / name) as image:
             assert image.size[0] > 300 and image.size[1] > 100
@@ -380,5 +393,10 @@ def test_promise_two_reports_each_words_share_natural_and_swapped():
     assert by_word == pytest.approx({"lake (natural)": 0.7, "sky (natural)": 1.0, "lake (swapped)": 0.1,
                                      "sky (swapped)": 0.6})
     assert list(by_word) == ["lake (natural)", "sky (natural)", "lake (swapped)", "sky (swapped)"]
-    report = markdown(summarise(_synthetic_rows(0.7, 0.04) + rows))
+    moved = [{"section": "reference", "painting": f"r{i}", "kind": "moved", "image": 0, "swap": "water->sky",
+              "in_place_share": 0.9, "moved_share": share} for i, share in enumerate((0.0, 0.2))]
+    summary = summarise(_synthetic_rows(0.7, 0.04) + rows + moved)
+    assert summary["segmenter_validation"] == {"water->sky": {"in_place": pytest.approx(0.9), "moved": pytest.approx(0.1), "n": 2}}
+    report = markdown(summary)
     assert "| text2img | 2.0 | 0.70 | 1.00 | 0.10 | 0.60 |" in report
+    assert "| water->sky | 0.90 | 0.10 | 2 |" in report

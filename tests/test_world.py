@@ -237,3 +237,26 @@ def test_world_3_is_world_2_with_a_palette_pulled_towards_the_painted_colours():
         expected = before + scene["palette_pull"]["sky"] * (painted - before)
         assert np.abs(after - expected).max() < 0.03, domain  # clipping at 0/1 aside
         assert np.abs(after - painted).max() <= np.abs(before - painted).max() + 1e-6
+
+
+def test_move_region_pastes_a_class_shape_and_all_onto_another_place():
+    from gradop.world.moves import move_region, scenes_with
+    from gradop.world.scene import label_map
+
+    (hut_scene, hut), = scenes_with("house", HELDOUT_SEED + 70_000, 1, DEFAULT_WORLD)
+    (sun_scene, sun), = scenes_with("sun", HELDOUT_SEED + 70_000, 1, DEFAULT_WORLD)
+    assert hut.sum() >= 20 and np.array_equal(hut, label_map(hut_scene, 64) == CLASS_ID["house"])
+    source, target = render_photo(hut_scene), render_photo(sun_scene)
+    image, mask = move_region(source, hut, target, sun)
+    # The hut's own pixels, in its own shape, centred where the sun was; everything else untouched.
+    ys, xs = np.nonzero(mask)
+    sy, sx = np.nonzero(sun)
+    assert abs(ys.mean() - sy.mean()) <= 2 and abs(xs.mean() - sx.mean()) <= 2
+    assert mask.sum() <= hut.sum() and np.array_equal(image[~mask], target[~mask])
+    assert sorted(map(tuple, image[mask].round(5))) != sorted(map(tuple, target[mask].round(5)))
+    if mask.sum() == hut.sum():  # nothing clipped: exactly the hut's pixels
+        assert np.allclose(np.sort(image[mask], 0), np.sort(source[hut], 0))
+    # Moved so that fewer than 10 pixels stay on the image: nothing to judge.
+    speck, corner = np.zeros_like(sun), np.zeros_like(sun)
+    speck[30:34, 30:34], corner[0, 0] = True, True  # 16 pixels, centred on the corner: 4 stay
+    assert move_region(source, speck, target, corner) is None

@@ -5,7 +5,10 @@
         --images build/eval/gen_demo2.npz --out logs/eval_model2.json   # again with other --judge: re-scores
 
 judge: segmenter pixel accuracy / mean IoU per domain and realism accuracy (photo > 0.5,
-painting domains < 0.5), on rendered held-out scenes and on their VAE reconstructions.
+painting domains < 0.5), on rendered held-out scenes and on their VAE reconstructions; and
+"moved": a class's own photo pixels moved to where the world puts the class it is swapped with in
+the region-word benchmark (a hut where suns are, a lake where the sky is, ...), as the share of
+those pixels the segmenter still labels as the class (next to the share in place).
 model: on held-out scenes, text2img with the scene's photo caption and with its painting
 caption (realism accuracy: can the judge tell them apart?), named-class presence in the photo
 outputs, SDEdit at 0.5 / 0.6 / 0.7 and default GradOP+ on the scene's strokes with the photo
@@ -61,6 +64,37 @@ def judge_eval(judge, vae, n: int) -> dict:
             out[f"{d}/{name}"] = dict(pixel_acc=round(float((pred == y).float().mean()), 4),
                                       miou=round(float(np.mean([i / u for i, u in zip(inter, union) if u])), 4),
                                       realism=round(float(real.mean()), 4), realism_acc=round(float(correct.float().mean()), 4))
+    return out
+
+
+def moved_eval(judge, vae, n: int) -> dict:
+    """gradop.world.moves: photo pixels of class A (held-out scene a) moved, shape and all, onto
+    the place of class B in scene b; the share the segmenter still labels A, against in place."""
+    from gradop.world.moves import SWAPS, move_region, scenes_with
+    from gradop.world.scene import CLASS_ID
+
+    out = {}
+    for src, dst in SWAPS:
+        pasted, masks, inplace = [], [], []
+        for (sa, ma), (sb, mb) in zip(scenes_with(src, HELDOUT_SEED + OFFSET, n, WORLD),
+                                      scenes_with(dst, HELDOUT_SEED + OFFSET + 50_000, n, WORLD)):
+            a = render(sa, "photo")
+            moved = move_region(a, ma, render(sb, "photo"), mb)
+            if moved is not None:
+                pasted.append(moved[0]), masks.append(moved[1]), inplace.append((a, ma))
+        m = torch.from_numpy(np.stack(masks))
+        variants = {"render": _x(pasted)}
+        if vae is not None:
+            with torch.no_grad():
+                variants["vae"] = (vae(variants["render"] * 2 - 1).sample.clamp(-1, 1) + 1) / 2
+        row = {"n": len(masks)}
+        for name, imgs in variants.items():
+            hit = judge.segment(imgs) == CLASS_ID[src]
+            row[f"moved_{name}"] = round(float(np.mean([float(hit[i][m[i]].float().mean()) for i in range(len(m))])), 4)
+        seg = judge.segment(_x([a for a, _ in inplace])) == CLASS_ID[src]
+        row["in_place"] = round(float(np.mean([float(seg[i][torch.from_numpy(ma)].float().mean())
+                                               for i, (_, ma) in enumerate(inplace)])), 4)
+        out[f"{src}->{dst}"] = row
     return out
 
 
@@ -150,7 +184,8 @@ def main() -> None:
     if args.what == "judge":
         from diffusers import AutoencoderKL
 
-        result = judge_eval(load_judge(args.judge), AutoencoderKL.from_pretrained(args.vae).eval() if args.vae else None, args.n)
+        judge, vae = load_judge(args.judge), AutoencoderKL.from_pretrained(args.vae).eval() if args.vae else None
+        result = {**judge_eval(judge, vae, args.n), "moved": moved_eval(judge, vae, min(args.n, 60))}
     elif args.what == "model" and args.images and all(Path(p).is_file() for p in args.images):
         parts = [np.load(p) for p in args.images]
         result = model_eval({k: np.concatenate([p[k] for p in parts]) for k in parts[0].files}, load_judge(args.judge))

@@ -11,6 +11,12 @@ What the judge will see are the demo model's outputs, i.e. VAE decodes. So half 
 (both tasks, both labels) is replaced by the VAE's reconstruction of the same images (decoded
 from the latents of train/encode_latents.py), and blur / noise / colour augmentations hit both
 realism labels alike: sharpness is not the cue, the domain is.
+
+--paste P (judge v3b): with probability P an image also gets one class region of another image
+of the same domain, moved anywhere (train.common.paste_regions). World scenes always put a class in the same
+places (sky on top, huts on the ground), so a segmenter trained on them alone reads position, not
+appearance: judge v3 labels a hut's own photo pixels moved into the sky 0.03 hut. Region-word
+control asks for exactly such things (a hut where a sun was painted), so the judge must see them.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradop.painting import gaussian_blur  # noqa: E402
 from gradop.world.judge import Judge, flatten_regions, load_judge  # noqa: E402
-from train.common import Logger, load_cache  # noqa: E402
+from train.common import Logger, load_cache, paste_regions  # noqa: E402
 
 SEG_DOMAINS = (("photos", 0.4), ("paintings", 0.2), ("crayons", 0.2), ("strokes", 0.2))
 FAKE_DOMAINS = ("paintings", "crayons", "strokes", "flat")
@@ -93,6 +99,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--init", default="", help="continue from this judge folder (its widths)")
+    ap.add_argument("--paste", type=float, default=0.0,
+                    help="share of segmenter images that get another image's class region moved into them")
+    ap.add_argument("--segmenter-only", action="store_true",
+                    help="train only the segmenter; the realism scorer keeps --init's weights exactly")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -107,7 +117,8 @@ def main() -> None:
     batches = Batches(data, args.latents_dir, vae)
     n_scenes, masks = len(data["photos"]), data["masks"]
     judge = (load_judge(args.init) if args.init else Judge(args.seg_width, args.real_width)).train()
-    opt = torch.optim.AdamW(judge.parameters(), lr=args.lr, weight_decay=1e-4)
+    params = judge.segmenter.parameters() if args.segmenter_only else judge.parameters()
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     log = Logger(Path("logs") / f"{Path(args.out).name}_log.jsonl")
     names, weights = zip(*SEG_DOMAINS)
     t0, step = time.time(), 0
@@ -122,21 +133,27 @@ def main() -> None:
         y = torch.from_numpy(masks[idx]).long()
         if rng.random() < 0.5:
             x, y = x.flip(-1), y.flip(-1)
+        if args.paste > 0:
+            x, y = paste_regions(x, y, keys, args.paste, rng)
         seg_loss = F.cross_entropy(judge.segmenter(augment(x, gen)), y)
-        # Realism: half photos (1), half other domains (0); reconstructions on both sides.
-        n = b // 2
-        ridx = rng.integers(0, n_scenes, b)
-        rkeys = ["photos"] * n + list(rng.choice(FAKE_DOMAINS, b - n))
-        real_in = augment(batches.mixed(rkeys, ridx, rng.random(b) < args.recon), gen)
-        real_y = torch.cat([torch.ones(n), torch.zeros(b - n)])
-        real_loss = F.binary_cross_entropy_with_logits(judge.realism_net(real_in), real_y)
-        loss = seg_loss + 0.5 * real_loss
+        if args.segmenter_only:
+            loss = seg_loss
+        else:
+            # Realism: half photos (1), half other domains (0); reconstructions on both sides.
+            n = b // 2
+            ridx = rng.integers(0, n_scenes, b)
+            rkeys = ["photos"] * n + list(rng.choice(FAKE_DOMAINS, b - n))
+            real_in = augment(batches.mixed(rkeys, ridx, rng.random(b) < args.recon), gen)
+            real_y = torch.cat([torch.ones(n), torch.zeros(b - n)])
+            real_loss = F.binary_cross_entropy_with_logits(judge.realism_net(real_in), real_y)
+            loss = seg_loss + 0.5 * real_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
         if step % 25 == 0:
-            log(step=step, seg=float(seg_loss), real=float(real_loss), lr=opt.param_groups[0]["lr"])
+            log(step=step, seg=float(seg_loss), real=None if args.segmenter_only else float(real_loss),
+                lr=opt.param_groups[0]["lr"])
         if step % 200 == 0:
             judge.eval().save(args.out)
             judge.train()

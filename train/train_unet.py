@@ -7,7 +7,10 @@ v2 (world v2, several domains): --domains photos:0.5,paintings:0.25,crayons:0.25
 example's domain with these weights, from latents encoded once by train/encode_latents.py
 (--latents-dir holds latents_<domain>.pt) and the domain's captions ("a photo of ...",
 "a painting of ...", "a crayon drawing of ..."). --init-unet copies every matching weight of
-an earlier UNet (new attention blocks and text projections start fresh).
+an earlier UNet (new attention blocks and text projections start fresh). --paste P moves a class
+region of another sample (a class the sample's own caption names) anywhere into a share P of the
+latents (train.common.paste_regions): world scenes put every class in the same places, and region
+words ask for a class elsewhere.
 
 Epsilon prediction on the SD noise schedule (scaled_linear 0.00085..0.012, 1000 steps),
 min-SNR-5 loss weighting, 10% empty captions (for classifier-free guidance), AdamW with warm-up
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradop.world.demo_model import (MAX_TOKENS, TEXT_WIDTH, demo_scheduler, demo_text_encoder, demo_tokenizer,  # noqa: E402
                                      demo_unet, warm_start)
-from train.common import Logger, load_cache, to_tensor  # noqa: E402
+from train.common import Logger, load_cache, paste_regions, to_tensor  # noqa: E402
 
 
 @torch.no_grad()
@@ -91,9 +94,12 @@ def main() -> None:
     ap.add_argument("--photo-caption-noise", type=float, default=0.0,
                     help="v2: share of painted-domain samples captioned with their scene's photo caption, as web "
                          "captions call illustrations photos (so 'a photo of' does not override a painted look)")
+    ap.add_argument("--paste", type=float, default=0.0,
+                    help="v2: share of samples that get another sample's class region (same domain, a class their "
+                         "own caption names) moved anywhere in latent space, so a word is not tied to one place")
     args = ap.parse_args()
-    if args.photo_caption_noise and not args.domains:
-        ap.error("--photo-caption-noise needs the v2 domains: pass --domains and --latents-dir")
+    if (args.photo_caption_noise or args.paste) and not args.domains:
+        ap.error("--photo-caption-noise and --paste need the v2 domains: pass --domains and --latents-dir")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -179,6 +185,12 @@ def main() -> None:
             dom = rng.choice(len(weights), args.batch, p=weights / weights.sum())
             idx = torch.from_numpy(starts[dom] + rng.integers(0, sizes[dom]))
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
+        if args.paste:  # the scene's class map at latent resolution (nearest), and the classes its caption names
+            scene = (idx - torch.from_numpy(starts[dom])).numpy()
+            step_px = data["masks"].shape[-1] // z0.shape[-1]
+            labels = torch.from_numpy(data["masks"][scene][:, step_px // 2 :: step_px, step_px // 2 :: step_px]).long()
+            named = [set(np.nonzero(data["flags"][k])[0].tolist()) for k in scene]
+            z0, _ = paste_regions(z0, labels, dom.tolist(), args.paste, rng, named)
         tok = ids[idx].clone()
         if args.photo_caption_noise:  # the scene is the sample's row within its domain's block
             noisy = painted[torch.from_numpy(dom)] & (torch.rand(args.batch, generator=gen) < args.photo_caption_noise)

@@ -84,6 +84,12 @@ def markdown(summary: dict) -> str:
             for w, e in per.items():
                 cells = [f"{e['by_word'][c]:.2f}" if c in e.get("by_word", {}) else "—" for c in columns]
                 lines.append(f"| {setting} | {w} | " + " | ".join(cells) + " |")
+    if moved := summary.get("segmenter_validation"):
+        lines += ["\nThe judge on these swaps (validation): the share of a held-out photo's own class pixels it labels as "
+                  "that class in place, and moved onto the swapped class's place (e.g. house->sun: a hut's pixels where "
+                  "a sun was). A swapped word can only score where the moved share is high.\n",
+                  "| class -> place | in place | moved | photos |", "|---|---|---|---|"]
+        lines += [f"| {swap} | {v['in_place']:.2f} | {v['moved']:.2f} | {v['n']} |" for swap, v in moved.items()]
     lines.append(f"\nVerdict: **{p2['verdict']}**.\n")
     if parity := summary.get("decoder_parity"):
         lines += ["## Guidance decoders and Adam steps: a cheaper path against the exact one\n",

@@ -25,10 +25,11 @@ from gradop.images import pil_to_tensor
 from gradop.options import RELEASE_ADAM
 from gradop.quality.editing import EditingSection
 from gradop.quality.metrics import Judge, faithfulness, realism_signals, region_shares
-from gradop.quality.scenes import REFERENCE_SEED, Painting, _to_model_size, render_app_painting
+from gradop.quality.scenes import MOVED_SEED, REFERENCE_SEED, Painting, _to_model_size, render_app_painting
 from gradop.region_words import spec_from_colors
 from gradop.regions import find_regions
 from gradop.world import DEFAULT_WORLD, render_photo, render_strokes, sample_scene, to_pil
+from gradop.world.moves import SWAPS, move_region, scenes_with
 from gradop.world.scene import CLASS_ID
 
 
@@ -229,9 +230,11 @@ SECTIONS = [GuidedSection(), RegionSection(), EditingSection()]
 
 def reference_rows(ctx: Context, indices) -> list[dict]:
     """Realism signals on held-out world photos, their stroke renderings and app-style
-    paintings of the same scenes (validation of every signal against known answers)."""
+    paintings of the same scenes (validation of every signal against known answers); and the
+    segmenter on class regions moved where the world never has them (moved_rows)."""
     rows = []
     for i in indices:
+        rows += moved_rows(ctx, i)
         scene = sample_scene(REFERENCE_SEED + i, ctx.world_version)
         views = {"photo": torch.from_numpy(render_photo(scene)).permute(2, 0, 1)[None],
                  "world": pil_to_tensor(to_pil(render_strokes(scene))),
@@ -239,6 +242,28 @@ def reference_rows(ctx: Context, indices) -> list[dict]:
         for kind, image in views.items():
             rows.append({"section": "reference", "painting": f"reference-{i:03d}", "kind": kind, "image": 0,
                          **{k: v[0] for k, v in ctx.realism(image).items()}})
+    return rows
+
+
+def moved_rows(ctx: Context, index: int) -> list[dict]:
+    """For each of the region section's swaps (a hut asked for where a sun was painted, ...): a
+    held-out photo's own pixels of the first class moved onto the second class's place in another
+    held-out photo (gradop.world.moves). The share of them the judge still labels as that class
+    says whether promise 2's "swapped" shares can be trusted; in place, the same pixels unmoved."""
+    rows = []
+    for k, (cls, place) in enumerate(SWAPS):
+        seed = MOVED_SEED + 1000 * index + 100 * k
+        (source, source_mask), = scenes_with(cls, seed, 1, ctx.world_version)
+        (target, target_mask), = scenes_with(place, seed + 50, 1, ctx.world_version)
+        photo = render_photo(source)
+        moved = move_region(photo, source_mask, render_photo(target), target_mask)
+        if moved is None:
+            continue
+        labels = ctx.judge.segment(torch.from_numpy(np.stack([photo, moved[0]])).permute(0, 3, 1, 2))
+        hits = (labels == CLASS_ID[cls]).numpy()
+        rows.append({"section": "reference", "painting": f"reference-{index:03d}", "kind": "moved", "image": 0,
+                     "swap": f"{cls}->{place}", "in_place_share": float(hits[0][source_mask].mean()),
+                     "moved_share": float(hits[1][moved[1]].mean())})
     return rows
 
 

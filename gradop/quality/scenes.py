@@ -31,6 +31,7 @@ WORLD_SEED = HELDOUT_SEED + 300_000  # world-renderer paintings
 APP_SEED = 2_000_000  # app-style paintings
 AMBIGUOUS_SEED = 2_100_000  # colour-ambiguous app-style paintings
 REFERENCE_SEED = 2_200_000  # photos and paintings that validate the realism signals
+MOVED_SEED = 2_300_000  # photos whose class regions are moved to validate the segmenter (1000 seeds per reference)
 EDIT_SEED = HELDOUT_SEED + 30_000  # photos edited by the editing section
 DRAW_SIZE = 256  # app paintings are drawn at the app's smallest canvas size, then resized
 # Tuning scenes (bench/eval_guidance_quality.py, train/lab_oracle.py): apart from training and

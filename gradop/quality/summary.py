@@ -48,6 +48,19 @@ def validate_signals(rows: list[dict]) -> dict:
     return out
 
 
+def validate_segmenter(rows: list[dict]) -> dict:
+    """Per swap of the region section: the mean share of a class's own photo pixels that the
+    judge labels as that class in place and when moved onto the swapped class's place (runner.moved_rows).
+    A swapped word whose class the judge does not see there cannot score, whatever is drawn."""
+    moved = _rows(rows, section="reference", kind="moved")
+    out = {}
+    for swap in dict.fromkeys(_column(moved, "swap")):
+        sel = _rows(moved, swap=swap)
+        out[swap] = {"in_place": float(np.mean(_column(sel, "in_place_share"))),
+                     "moved": float(np.mean(_column(sel, "moved_share"))), "n": len(sel)}
+    return out
+
+
 def setting_table(rows: list[dict], section: str = "guided") -> dict:
     """Mean and bootstrap CI (over paintings) of every score, per setting."""
     table = {}
@@ -229,7 +242,7 @@ def summarise(rows: list[dict], config: dict | None = None) -> dict:
     from gradop.quality.runner import SECTIONS
 
     validation = validate_signals(rows)
-    summary = {"config": config or {}, "validation": validation,
+    summary = {"config": config or {}, "validation": validation, "segmenter_validation": validate_segmenter(rows),
                "paintings": {kind: len({r["painting"] for r in rows if r["kind"] == kind and r["section"] != "reference"})
                              for kind in ("world", "app", "ambiguous", "edit")},
                "guided": setting_table(rows), "promise_1": promise_one(rows, validation),

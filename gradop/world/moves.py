@@ -1,0 +1,51 @@
+"""Classes away from the places the world puts them, for validating the judge.
+
+World scenes always put a class in the same places (sky on top, lakes and huts on the ground, the
+sun high in the sky), so a segmenter trained on them can read position instead of appearance.
+Region-word control asks for exactly what the world never shows (a hut where a sun was painted, a
+lake in the band above the horizon), so the judge that scores it must recognise a class by its
+look anywhere. `move_region` builds such test images from held-out photos: one class's own pixels,
+shape and all, moved onto the place of the class it is swapped with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradop.world.scene import CLASS_ID, label_map, sample_scene, scene_classes
+
+# The region-word benchmark's colour-ambiguous swaps (gradop.quality.scenes.AMBIGUOUS_PAIRS), both ways.
+SWAPS = (("house", "sun"), ("sun", "house"), ("water", "sky"), ("sky", "water"), ("tree", "grass"), ("grass", "tree"),
+         ("mountain", "cloud"), ("cloud", "mountain"))
+
+
+def scenes_with(cls: str, first_seed: int, n: int, world: int, size: int = 64, min_pixels: int = 20) -> list[tuple[dict, np.ndarray]]:
+    """(scene, class mask) of the first n scenes from first_seed on with at least min_pixels of cls
+    (a day sky for "sky": the ambiguous paintings paint only day skies blue)."""
+    out, seed = [], first_seed
+    while len(out) < n:
+        scene = sample_scene(seed, world)
+        if cls in scene_classes(scene) and (cls != "sky" or scene["sky"] == "day"):
+            mask = label_map(scene, size) == CLASS_ID[cls]
+            if mask.sum() >= min_pixels:
+                out.append((scene, mask))
+        seed += 1
+    return out
+
+
+def move_region(source: np.ndarray, source_mask: np.ndarray, target: np.ndarray,
+                target_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`target` (H, W, 3) with the pixels of `source` under `source_mask` pasted so that their
+    centroid lands on the centroid of `target_mask`, clipped at the border; and the mask of the
+    pasted pixels. None when fewer than 10 pixels land inside the image."""
+    ys, xs = np.nonzero(source_mask)
+    ty, tx = np.nonzero(target_mask)
+    to_y, to_x = ys + int(round(ty.mean() - ys.mean())), xs + int(round(tx.mean() - xs.mean()))
+    h, w = target_mask.shape
+    keep = (to_y >= 0) & (to_y < h) & (to_x >= 0) & (to_x < w)
+    if keep.sum() < 10:
+        return None
+    image, mask = target.copy(), np.zeros((h, w), bool)
+    image[to_y[keep], to_x[keep]] = source[ys[keep], xs[keep]]
+    mask[to_y[keep], to_x[keep]] = True
+    return image, mask
