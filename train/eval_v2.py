@@ -133,6 +133,7 @@ def model_eval(images: dict[str, np.ndarray], judge) -> dict:
         named = scene_classes(scene) - {"sky"}
         found = judge.present(_x([images["text_photo"][i].astype(np.float32) / 255]))[0]
         row["named"], row["found"] = sorted(named), sorted(found & named)
+        row["unnamed_found"] = sorted(found - named - {"sky"})  # what the judge sees that the caption never asked for
         rows.append(row)
     keys = [k for k in rows[0] if "/" in k]
     summary = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
@@ -146,6 +147,10 @@ def model_eval(images: dict[str, np.ndarray], judge) -> dict:
         if hits:
             per_class[c] = (round(float(np.mean(hits)), 3), len(hits))
     summary["class_presence_per_class"] = per_class
+    # Precision's side: per class, the share of images whose caption does not name it where the judge finds it.
+    summary["unnamed_found_per_class"] = {
+        c: round(float(np.mean([c in r["unnamed_found"] for r in rows if c not in r["named"]])), 3)
+        for c in CLASSES[1:] if any(c in r["unnamed_found"] for r in rows)}
     return {"summary": summary, "rows": rows}
 
 
