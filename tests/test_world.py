@@ -240,7 +240,7 @@ def test_world_3_is_world_2_with_a_palette_pulled_towards_the_painted_colours():
 
 
 def test_move_region_pastes_a_class_shape_and_all_onto_another_place():
-    from gradop.world.moves import move_region, scenes_with
+    from gradop.world.moves import move_photo_class, move_region, scenes_with
     from gradop.world.scene import label_map
 
     (hut_scene, hut), = scenes_with("house", HELDOUT_SEED + 70_000, 1, DEFAULT_WORLD)
@@ -248,6 +248,8 @@ def test_move_region_pastes_a_class_shape_and_all_onto_another_place():
     assert hut.sum() >= 20 and np.array_equal(hut, label_map(hut_scene, 64) == CLASS_ID["house"])
     source, target = render_photo(hut_scene), render_photo(sun_scene)
     image, mask = move_region(source, hut, target, sun)
+    photo, moved, moved_mask = move_photo_class((hut_scene, hut), (sun_scene, sun))  # the same, from the scenes
+    assert np.array_equal(photo, source) and np.array_equal(moved, image) and np.array_equal(moved_mask, mask)
     # The hut's own pixels, in its own shape, centred where the sun was; everything else untouched.
     ys, xs = np.nonzero(mask)
     sy, sx = np.nonzero(sun)

@@ -70,18 +70,16 @@ def judge_eval(judge, vae, n: int) -> dict:
 def moved_eval(judge, vae, n: int) -> dict:
     """gradop.world.moves: photo pixels of class A (held-out scene a) moved, shape and all, onto
     the place of class B in scene b; the share the segmenter still labels A, against in place."""
-    from gradop.world.moves import SWAPS, move_region, scenes_with
+    from gradop.world.moves import SWAPS, move_photo_class, scenes_with
     from gradop.world.scene import CLASS_ID
 
     out = {}
     for src, dst in SWAPS:
         pasted, masks, inplace = [], [], []
-        for (sa, ma), (sb, mb) in zip(scenes_with(src, HELDOUT_SEED + OFFSET, n, WORLD),
-                                      scenes_with(dst, HELDOUT_SEED + OFFSET + 50_000, n, WORLD)):
-            a = render(sa, "photo")
-            moved = move_region(a, ma, render(sb, "photo"), mb)
-            if moved is not None:
-                pasted.append(moved[0]), masks.append(moved[1]), inplace.append((a, ma))
+        for source, target in zip(scenes_with(src, HELDOUT_SEED + OFFSET, n, WORLD),
+                                  scenes_with(dst, HELDOUT_SEED + OFFSET + 50_000, n, WORLD)):
+            if case := move_photo_class(source, target):
+                pasted.append(case[1]), masks.append(case[2]), inplace.append((case[0], source[1]))
         m = torch.from_numpy(np.stack(masks))
         variants = {"render": _x(pasted)}
         if vae is not None:

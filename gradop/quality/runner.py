@@ -29,7 +29,7 @@ from gradop.quality.scenes import MOVED_SEED, REFERENCE_SEED, Painting, _to_mode
 from gradop.region_words import spec_from_colors
 from gradop.regions import find_regions
 from gradop.world import DEFAULT_WORLD, render_photo, render_strokes, sample_scene, to_pil
-from gradop.world.moves import SWAPS, move_region, scenes_with
+from gradop.world.moves import SWAPS, move_photo_class, scenes_with
 from gradop.world.scene import CLASS_ID
 
 
@@ -253,17 +253,16 @@ def moved_rows(ctx: Context, index: int) -> list[dict]:
     rows = []
     for k, (cls, place) in enumerate(SWAPS):
         seed = MOVED_SEED + 1000 * index + 100 * k
-        (source, source_mask), = scenes_with(cls, seed, 1, ctx.world_version)
-        (target, target_mask), = scenes_with(place, seed + 50, 1, ctx.world_version)
-        photo = render_photo(source)
-        moved = move_region(photo, source_mask, render_photo(target), target_mask)
-        if moved is None:
+        source, = scenes_with(cls, seed, 1, ctx.world_version)
+        case = move_photo_class(source, scenes_with(place, seed + 50, 1, ctx.world_version)[0])
+        if case is None:
             continue
-        labels = ctx.judge.segment(torch.from_numpy(np.stack([photo, moved[0]])).permute(0, 3, 1, 2))
+        photo, moved, moved_mask = case
+        labels = ctx.judge.segment(torch.from_numpy(np.stack([photo, moved])).permute(0, 3, 1, 2))
         hits = (labels == CLASS_ID[cls]).numpy()
         rows.append({"section": "reference", "painting": f"reference-{index:03d}", "kind": "moved", "image": 0,
-                     "swap": f"{cls}->{place}", "in_place_share": float(hits[0][source_mask].mean()),
-                     "moved_share": float(hits[1][moved[1]].mean())})
+                     "swap": f"{cls}->{place}", "in_place_share": float(hits[0][source[1]].mean()),
+                     "moved_share": float(hits[1][moved_mask].mean())})
     return rows
 
 

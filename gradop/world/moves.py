@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradop.world.render import render_photo
 from gradop.world.scene import CLASS_ID, label_map, sample_scene, scene_classes
 
 # The region-word benchmark's colour-ambiguous swaps (gradop.quality.scenes.AMBIGUOUS_PAIRS), both ways.
@@ -49,3 +50,13 @@ def move_region(source: np.ndarray, source_mask: np.ndarray, target: np.ndarray,
     image[to_y[keep], to_x[keep]] = source[ys[keep], xs[keep]]
     mask[to_y[keep], to_x[keep]] = True
     return image, mask
+
+
+def move_photo_class(source: tuple[dict, np.ndarray], target: tuple[dict, np.ndarray],
+                     size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The judge's test case from two (scene, class mask) pairs of scenes_with: the source scene's
+    photo, the target scene's photo with the source class's pixels moved onto the target class's
+    place, and the mask of the moved pixels (None: see move_region)."""
+    photo = render_photo(source[0], size)
+    moved = move_region(photo, source[1], render_photo(target[0], size), target[1])
+    return None if moved is None else (photo, *moved)
