@@ -5,6 +5,7 @@
     python docs/refresh_images.py
     python docs/refresh_images.py --examples W E   # the README's held-out inputs: world painting W, edit E
     python docs/refresh_images.py --denoised build/quality-fast  # docs/compare_denoised.png from a benchmark run
+    python docs/refresh_images.py --regions 1 5 0 4  # docs/regions.png: region words on held-out ambiguous paintings
 
 `--examples` writes the inputs of the README's two comparison pictures from the quality
 benchmark's held-out paintings of the demo model's world (docs/compare_strokes.png; and
@@ -70,9 +71,35 @@ def write_denoised_comparison(run: Path) -> None:
     print("updated docs/compare_denoised.png")
 
 
+def write_region_words(indices: list[int], strength: float = 0.5, seed: int = 0) -> None:
+    """docs/regions.png: held-out ambiguous paintings of the quality benchmark (one colour, two
+    possible classes, a caption naming both), text2img on the demo model without region words and
+    with each word given to the colour at the default strength, the same seed throughout."""
+    from gradop.grid import labelled_grid
+    from gradop.pipeline import GradopPipeline
+    from gradop.quality.scenes import ambiguous_painting
+
+    pipe = GradopPipeline.from_pretrained("gradop-demo")
+    images, labels = [], []
+    for index in indices:
+        painting = ambiguous_painting(index)
+        images.append(painting.image)
+        labels.append(painting.name)
+        for word in [None] + [w for _, w in painting.meanings]:
+            extra = {"regions": {painting.colour: word}, "region_strength": strength} if word else {}
+            images.append(pipe.generate("text", painting.caption, painting.image, seed=seed, **extra).images[0])
+            labels.append(f"{painting.colour}={word}" if word else "no region word")
+        print(f"{painting.name}: {painting.caption}")
+    labelled_grid(images, labels, columns=4).save(ROOT / "docs" / "regions.png")
+    print("updated docs/regions.png")
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--examples"]:
         write_examples(int(sys.argv[2]), int(sys.argv[3]))
+        return 0
+    if sys.argv[1:2] == ["--regions"]:
+        write_region_words([int(i) for i in sys.argv[2:]])
         return 0
     if sys.argv[1:2] == ["--denoised"]:
         write_denoised_comparison(Path(sys.argv[2]))

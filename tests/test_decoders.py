@@ -188,6 +188,9 @@ def test_gradop_plus_with_the_linear_map_follows_the_strokes_and_records_it(demo
         return F.mse_loss(paint(pil_to_tensor(image)), paint(target)).item()
 
     exact = demo_pipe.gradop_plus(prompt, strokes, steps=10, seed=3, guidance_decoder="vae")
-    # Measured: text 0.143, full VAE 0.127, linear map 0.125 (blurred L2 to the strokes).
-    assert blurred_l2(guided.images[0]) < 0.95 * blurred_l2(text.images[0])
-    assert blurred_l2(guided.images[0]) < 1.1 * blurred_l2(exact.images[0])
+    # Blurred L2 to the strokes, measured on model v3c (seeds 3-6): text 0.19-0.25, full VAE
+    # 0.055-0.086, linear map 0.084-0.107 (seed 3: 0.191, 0.086, 0.107). On model v3 the linear map
+    # was within 2% of the VAE here (0.125 against 0.127); on the benchmark's 144 guided images of
+    # v3c it is closer to the strokes than the VAE (0.038 against 0.046).
+    assert blurred_l2(guided.images[0]) < 0.7 * blurred_l2(text.images[0])
+    assert blurred_l2(guided.images[0]) < 1.4 * blurred_l2(exact.images[0])

@@ -10,7 +10,10 @@ example's domain with these weights, from latents encoded once by train/encode_l
 an earlier UNet (new attention blocks and text projections start fresh). --paste P moves a class
 region of another sample (a class the sample's own caption names) anywhere into a share P of the
 latents (train.common.paste_regions): world scenes put every class in the same places, and region
-words ask for a class elsewhere.
+words ask for a class elsewhere. --train-bias P denoises a share P of the samples under region
+control (each class word of the caption biased towards its class's pixels, as inference biases a
+region's word; train.grounding), which is what makes the words act (model v3c); --ground W adds
+a cross-attention grounding loss instead (tried, did not help; the model card, "Session 16").
 
 Epsilon prediction on the SD noise schedule (scaled_linear 0.00085..0.012, 1000 steps),
 min-SNR-5 loss weighting, 10% empty captions (for classifier-free guidance), AdamW with warm-up
@@ -37,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradop.world.demo_model import (MAX_TOKENS, TEXT_WIDTH, demo_scheduler, demo_text_encoder, demo_tokenizer,  # noqa: E402
                                      demo_unet, warm_start)
 from train.common import Logger, load_cache, paste_regions, to_tensor  # noqa: E402
+from train.grounding import bias_scale, grounding_loss, token_classes, train_cross_attention  # noqa: E402
 
 
 @torch.no_grad()
@@ -97,9 +101,18 @@ def main() -> None:
     ap.add_argument("--paste", type=float, default=0.0,
                     help="v2: share of samples that get another sample's class region (same domain, a class their "
                          "own caption names) moved anywhere in latent space, so a word is not tied to one place")
+    ap.add_argument("--ground", type=float, default=0.0,
+                    help="v2: weight of the cross-attention grounding loss (train.grounding): each class word's "
+                         "attention on its class's pixels, so that region words move what is drawn")
+    ap.add_argument("--train-bias", type=float, default=0.0,
+                    help="v2: share of samples denoised under region control (train.grounding): each class word "
+                         "biased towards its class's pixels at a random w' in [0, --train-bias-max]")
+    ap.add_argument("--train-bias-max", type=float, default=2.0)
     args = ap.parse_args()
-    if (args.photo_caption_noise or args.paste) and not args.domains:
-        ap.error("--photo-caption-noise and --paste need the v2 domains: pass --domains and --latents-dir")
+    controlled = args.ground or args.train_bias
+    if (args.photo_caption_noise or args.paste or controlled) and not args.domains:
+        ap.error("--photo-caption-noise, --paste, --ground and --train-bias need the v2 domains: pass --domains and "
+                 "--latents-dir")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -114,7 +127,7 @@ def main() -> None:
     if args.limit:
         photos, captions = photos[: args.limit], captions[: args.limit]
     vae = AutoencoderKL.from_pretrained(args.vae).eval()
-    scale = vae.config.scaling_factor
+    latent_scale = vae.config.scaling_factor
     t0 = time.time()
     cache = Path(args.latents) if args.latents else None
     domain_weights = None
@@ -141,7 +154,7 @@ def main() -> None:
     if args.flip:
         mean_f, std_f = encode_all(vae, np.ascontiguousarray(photos[:, :, ::-1]))
         mean, std = torch.cat([mean, mean_f]), torch.cat([std, std_f])
-    log(phase="encoded", n=len(mean), seconds=round(time.time() - t0, 1), latent_std=float(mean.std() * scale))
+    log(phase="encoded", n=len(mean), seconds=round(time.time() - t0, 1), latent_std=float(mean.std() * latent_scale))
 
     tokenizer = demo_tokenizer()
     ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
@@ -165,6 +178,11 @@ def main() -> None:
         fresh = warm_start(unet, UNet2DConditionModel.from_pretrained(args.init_unet).state_dict())
         log(phase="warm_start", copied=len(unet.state_dict()) - len(fresh), fresh=len(fresh))
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    if controlled:
+        from gradop.world import CLASSES, WORD_CLASSES
+
+        attention = train_cross_attention(unet, len(CLASSES))  # the EMA copy keeps diffusers' processors
+        class_of_token = token_classes(tokenizer, WORD_CLASSES, CLASSES)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     sched = demo_scheduler()
@@ -172,7 +190,7 @@ def main() -> None:
     snr = abar / (1 - abar)
     weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 for epsilon prediction
 
-    t0, step, run_loss = time.time(), 0, 0.0
+    t0, step, run_loss, run_ground = time.time(), 0, 0.0, 0.0
     while step < args.steps and time.time() - t0 < args.minutes * 60:
         frac = min(1.0, (time.time() - t0) / (args.minutes * 60))
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
@@ -184,13 +202,14 @@ def main() -> None:
             weights, starts, sizes = domain_weights
             dom = rng.choice(len(weights), args.batch, p=weights / weights.sum())
             idx = torch.from_numpy(starts[dom] + rng.integers(0, sizes[dom]))
-        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
-        if args.paste:  # the scene's class map at latent resolution (nearest), and the classes its caption names
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * latent_scale
+        if args.paste or controlled:  # the scene's class map at latent resolution (nearest)
             scene = (idx - torch.from_numpy(starts[dom])).numpy()
             step_px = data["masks"].shape[-1] // z0.shape[-1]
             labels = torch.from_numpy(data["masks"][scene][:, step_px // 2 :: step_px, step_px // 2 :: step_px]).long()
+        if args.paste:  # pasted classes are ones the sample's caption names
             named = [set(np.nonzero(data["flags"][k])[0].tolist()) for k in scene]
-            z0, _ = paste_regions(z0, labels, dom.tolist(), args.paste, rng, named)
+            z0, labels = paste_regions(z0, labels, dom.tolist(), args.paste, rng, named)
         tok = ids[idx].clone()
         if args.photo_caption_noise:  # the scene is the sample's row within its domain's block
             noisy = painted[torch.from_numpy(dom)] & (torch.rand(args.batch, generator=gen) < args.photo_caption_noise)
@@ -202,8 +221,15 @@ def main() -> None:
         a = abar[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         cond = text_encoder(tok)[0]
+        if controlled:
+            strengths = bias_scale(t, abar, args.train_bias, args.train_bias_max, gen) if args.train_bias else None
+            attention.begin(class_of_token[tok], labels, strengths)
         pred = unet(zt, t, cond).sample
         loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * weight[t]).mean()
+        if args.ground:
+            ground = grounding_loss(attention)
+            run_ground += float(ground)
+            loss = loss + args.ground * ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -214,8 +240,9 @@ def main() -> None:
         ema_update(ema_text, text_encoder, decay)
         run_loss += float(loss)
         if step % 25 == 0:
-            log(step=step, loss=run_loss / 25, lr=lr, it_s=step / (time.time() - t0))
-            run_loss = 0.0
+            log(step=step, loss=run_loss / 25, lr=lr, it_s=step / (time.time() - t0),
+                **({"ground": run_ground / 25} if args.ground else {}))
+            run_loss, run_ground = 0.0, 0.0
         if step % args.save_every == 0:
             save_pipeline(out, vae, ema_text, tokenizer, ema_unet)
     save_pipeline(out, vae, ema_text, tokenizer, ema_unet)
