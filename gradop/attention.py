@@ -245,7 +245,8 @@ class RegionAttnProcessor:
 
 # ----------------------------------------------------------------------------- installing
 
-def _cross_attention_layers(unet) -> list:
+def cross_attention_layers(unet) -> list:
+    """The UNet's cross-attention layers (diffusers `attn2`), whose processors region control swaps."""
     return [m for m in unet.modules() if hasattr(m, "set_processor") and getattr(m, "is_cross_attention", False)]
 
 
@@ -270,7 +271,7 @@ def region_control(unet, token_masks: list[TokenMask], strength: float, alphas_c
     size = tuple(token_masks[0].mask.shape) if token_masks else (image_size or (1, 1))
     state = _ControlState(list(token_masks), strength, torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu(),
                           do_cfg, size, record)
-    layers = _cross_attention_layers(unet)
+    layers = cross_attention_layers(unet)
     if not layers:
         raise ValueError("the UNet has no cross-attention layers; region control needs a text-conditioned UNet")
     previous = [(layer, layer.processor) for layer in layers]

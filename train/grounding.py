@@ -22,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from gradop.attention import cross_attention_layers
+
 
 class CrossAttentionTraining:
     """What the processors of one UNet share during a training step: the class of each token, the
@@ -98,7 +100,7 @@ def train_cross_attention(unet, num_classes: int) -> CrossAttentionTraining:
     """Install TrainingAttnProcessor on every cross-attention layer; returns the shared state
     (call state.begin before each forward)."""
     state = CrossAttentionTraining(num_classes)
-    layers = [m for m in unet.modules() if hasattr(m, "set_processor") and getattr(m, "is_cross_attention", False)]
+    layers = cross_attention_layers(unet)
     if not layers:
         raise ValueError("the UNet has no cross-attention layers to train")
     for layer in layers:
