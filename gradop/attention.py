@@ -2,7 +2,7 @@
 
 In every cross-attention layer (diffusers `attn2`) the text-conditioned half of the CFG batch
 gets  scores = QK^T/sqrt(d) + w_t * W,  W[p, j] = 1 where pixel p lies in region r's mask
-(resized to the layer's resolution) and token j is one of r's word tokens, and
+(max-pooled to the layer's resolution) and token j is one of r's word tokens, and
 w_t = w' * log(1 + sigma_t) * max(QK^T/sqrt(d)): strong at high noise, fading at the end.
 
 `region_control` installs this for one block of code (one pipeline call) and restores the UNet
@@ -44,18 +44,30 @@ def layer_shape(num_pixels: int, image_size: tuple[int, int]) -> tuple[int, int]
     return best[1]
 
 
-def region_weights(token_masks: list[TokenMask], shape: tuple[int, int], num_tokens: int) -> torch.Tensor:
-    """W as an (h*w, num_tokens) float tensor: each mask's coverage of a layer pixel on its tokens.
+def layer_coverage(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Masks (..., H, W) resized to a layer's (h, w) by max-pooling: a layer pixel that a region
+    touches at all counts fully.
 
-    Masks are area-resized, so a layer pixel fully inside a region gets 1 and a boundary pixel its
-    covered fraction (a small region does not vanish at the coarse layers)."""
+    Max-pooling rather than area resizing because the coarse layers decide layout: a small region
+    (a hut, the sun) keeps whole pixels there instead of fractions, and the word's bias reaches the
+    region's edges. Held out on model v3c it raised every method's region share and cut text2img's
+    realism cost at w' = 0.5 from 0.060 to 0.032 (docs/quality/maxpool/). Training under control
+    (train.grounding) resizes class maps the same way."""
+    lead = masks.shape[:-2]
+    pooled = F.adaptive_max_pool2d(masks.float().reshape(-1, 1, *masks.shape[-2:]), shape)
+    return pooled.reshape(*lead, *shape)
+
+
+def region_weights(token_masks: list[TokenMask], shape: tuple[int, int], num_tokens: int) -> torch.Tensor:
+    """W as an (h*w, num_tokens) float tensor: 1 where a word's region touches a layer pixel
+    (layer_coverage), on the word's tokens."""
     h, w = shape
     weights = torch.zeros(h * w, num_tokens)
     for tm in token_masks:
         if max(tm.token_indices) >= num_tokens:
             raise ValueError(f"word {tm.word!r} maps to token {max(tm.token_indices)} but the text encoder gives "
                              f"{num_tokens} tokens")
-        coverage = F.interpolate(tm.mask.float()[None, None], size=(h, w), mode="area").reshape(-1, 1)
+        coverage = layer_coverage(tm.mask, (h, w)).reshape(-1, 1)
         columns = weights[:, tm.token_indices]
         weights[:, tm.token_indices] = torch.maximum(columns, coverage.expand_as(columns))  # overlaps: max
     return weights

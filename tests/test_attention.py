@@ -9,8 +9,8 @@ from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import Attention
 
 from gradop.attention import (
-    AttentionRecorder, RegionAttnProcessor, attention_grid, layer_shape, region_control, region_weights, sigma_at,
-    token_share,
+    AttentionRecorder, RegionAttnProcessor, attention_grid, layer_coverage, layer_shape, region_control, region_weights,
+    sigma_at, token_share,
 )
 from gradop.region_words import RegionWord, TokenMask, resolve_spec
 from gradop.tiny import tiny_components
@@ -85,14 +85,24 @@ def test_layer_shape(pixels, size, expected):
 def test_region_weights_cover_tokens_at_layer_resolution():
     mask = torch.zeros(8, 8)
     mask[:, :4] = 1
-    mask[0, 4] = 1  # a quarter of the coarse cell (0, 2) at 4x4
+    mask[0, 4] = 1  # touches the coarse cell (0, 2) at 4x4: max-pooling counts it fully
     weights = region_weights([TokenMask(mask, [2, 3], "forest")], (4, 4), num_tokens=6)
     grid = weights.reshape(4, 4, 6)
     assert torch.equal(grid[:, :2, 2:4], torch.ones(4, 2, 2))
-    assert grid[0, 2, 2].item() == pytest.approx(0.25) and grid[1:, 2:].sum() == 0
+    assert torch.equal(grid[0, 2, 2:4], torch.ones(2)) and grid[1:, 2:].sum() == 0 and grid[0, 3].sum() == 0
     assert weights[:, [0, 1, 4, 5]].sum() == 0
     with pytest.raises(ValueError, match="token 9"):
         region_weights([TokenMask(mask, [9], "lake")], (4, 4), num_tokens=6)
+
+
+def test_layer_coverage_max_pools_any_batch_shape_and_odd_layers():
+    masks = torch.zeros(2, 3, 8, 8)
+    masks[1, 2, 5, 6] = 1  # one image pixel of one class
+    coarse = layer_coverage(masks, (2, 2))
+    assert coarse.shape == (2, 3, 2, 2) and coarse.sum() == 1 and coarse[1, 2, 1, 1] == 1
+    # a layer size that does not divide the mask (the UNet rounds odd sizes up): still only 0/1, never lost
+    odd = layer_coverage(masks[1, 2], (3, 5))
+    assert odd.shape == (3, 5) and set(odd.unique().tolist()) == {0.0, 1.0} and odd[2, 3:].sum() >= 1
 
 
 def test_sigma_schedule(pipe):

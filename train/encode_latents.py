@@ -24,9 +24,9 @@ from train.common import to_tensor  # noqa: E402
 def encode_all(vae, images: np.ndarray, batch: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     means, stds = [], []
     for i in range(0, len(images), batch):
-        dist = vae.encode(to_tensor(images[i : i + batch])).latent_dist
-        means.append(dist.mean)
-        stds.append(dist.std)
+        dist = vae.encode(to_tensor(images[i : i + batch]).to(vae.device)).latent_dist
+        means.append(dist.mean.cpu())
+        stds.append(dist.std.cpu())
     return torch.cat(means), torch.cat(stds)
 
 
@@ -37,11 +37,12 @@ def main() -> None:
     ap.add_argument("--key", default="photos", help="photos, paintings or crayons")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cuda on a GPU (the latents come back to the CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(args.vae).eval()
+    vae = AutoencoderKL.from_pretrained(args.vae).eval().to(args.device)
     images = np.load(args.data)[args.key]
     t0 = time.time()
     mean, std = encode_all(vae, images)

@@ -9,7 +9,7 @@ global context alone. The world gives every training image's class map, so two t
   should put a class word's attention on that class's pixels,
       L = mean over (layer, sample, class token) of (1 - sum_p A[p] M[p] / sum_p A[p])^2,
   A the token's attention over the layer's pixels (mean over heads), M the class mask
-  area-resized to the layer;
+  resized to the layer as inference resizes region masks (gradop.attention.layer_coverage);
 - training under the control itself: for a share of samples, the same bias that inference adds
   (w' log(1 + sigma_t) max(QK^T) on a word's tokens inside its class's mask) is added during the
   denoising step, with w' drawn per sample, so the model learns that a biased word is drawn there.
@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gradop.attention import cross_attention_layers
+from gradop.attention import cross_attention_layers, layer_coverage
 
 
 class CrossAttentionTraining:
@@ -33,12 +33,14 @@ class CrossAttentionTraining:
         self.num_classes = num_classes
         self.maps: list[torch.Tensor] = []
         self.token_class = self.labels = self.bias_scale = None
+        self.biased = False
         self._masks: dict = {}
 
     def begin(self, token_class: torch.Tensor, labels: torch.Tensor, bias_scale: torch.Tensor | None = None):
         """Before each forward: token_class (batch, tokens) class ids or -1, labels (batch, H, W),
         bias_scale (batch,) w' log(1 + sigma) per sample (0: no bias) or None."""
         self.token_class, self.labels, self.bias_scale = token_class, labels, bias_scale
+        self.biased = bias_scale is not None and bool((bias_scale > 0).any())  # one device sync per step, not per layer
         self.maps.clear()
         self._masks.clear()
 
@@ -47,7 +49,7 @@ class CrossAttentionTraining:
         tokens) whether the token has a class with pixels there."""
         if side not in self._masks:
             onehot = F.one_hot(self.labels.long(), self.num_classes).permute(0, 3, 1, 2).float()
-            masks = F.interpolate(onehot, size=(side, side), mode="area").flatten(2)  # (batch, classes, pixels)
+            masks = layer_coverage(onehot, (side, side)).flatten(2)  # (batch, classes, pixels), as inference
             cls = self.token_class.clamp(min=0)
             per_token = torch.gather(masks, 1, cls[:, :, None].expand(-1, -1, masks.shape[-1]))
             valid = (self.token_class >= 0) & (torch.gather(masks.sum(-1), 1, cls) > 0)
@@ -83,7 +85,7 @@ class TrainingAttnProcessor:
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
         scores = (query @ key.transpose(-1, -2) * attn.scale).view(batch, attn.heads, pixels, -1)
         scale = self.state.bias_scale
-        if scale is not None and bool((scale > 0).any()):
+        if self.state.biased:
             weights = self.state.token_masks(_side(pixels))[0].transpose(1, 2)  # (batch, pixels, tokens)
             peak = scores.detach().amax(dim=(1, 2, 3)).clamp(min=0)
             scores = scores + (scale * peak)[:, None, None, None] * weights[:, None]

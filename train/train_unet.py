@@ -55,17 +55,18 @@ def encode_all(vae, photos: np.ndarray, batch: int = 200) -> tuple[torch.Tensor,
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)  # one launch per group on CUDA
 
 
 def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    device = unet.device
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.cpu(), tokenizer=tokenizer, unet=unet.cpu(),
                                    scheduler=demo_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(out, safe_serialization=True)
+    text_encoder.to(device), unet.to(device)
 
 
 def main() -> None:
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--drop", type=float, default=0.1, help="caption dropout for classifier-free guidance")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where the UNet and text encoder train (cuda on a GPU); batches "
+                    "are drawn on the CPU, so a seed gives the same samples everywhere")
     ap.add_argument("--save-every", type=int, default=300)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N scenes (0 = all)")
     ap.add_argument("--flip", action="store_true", help="also train on mirror images (doubles the up-front encoding)")
@@ -114,6 +117,8 @@ def main() -> None:
         ap.error("--photo-caption-noise, --paste, --ground and --train-bias need the v2 domains: pass --domains and "
                  "--latents-dir")
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # CUDA only; CPU stays fp32
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -177,6 +182,7 @@ def main() -> None:
 
         fresh = warm_start(unet, UNet2DConditionModel.from_pretrained(args.init_unet).state_dict())
         log(phase="warm_start", copied=len(unet.state_dict()) - len(fresh), fresh=len(fresh))
+    unet, text_encoder = unet.to(device), text_encoder.to(device)
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     if controlled:
         from gradop.world import CLASSES, WORD_CLASSES
@@ -190,7 +196,7 @@ def main() -> None:
     snr = abar / (1 - abar)
     weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 for epsilon prediction
 
-    t0, step, run_loss, run_ground = time.time(), 0, 0.0, 0.0
+    t0, step, run_loss, run_ground = time.time(), 0, torch.zeros((), device=device), 0.0
     while step < args.steps and time.time() - t0 < args.minutes * 60:
         frac = min(1.0, (time.time() - t0) / (args.minutes * 60))
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
@@ -220,12 +226,14 @@ def main() -> None:
         noise = torch.randn(z0.shape, generator=gen)
         a = abar[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        cond = text_encoder(tok)[0]
         if controlled:
             strengths = bias_scale(t, abar, args.train_bias, args.train_bias_max, gen) if args.train_bias else None
-            attention.begin(class_of_token[tok], labels, strengths)
-        pred = unet(zt, t, cond).sample
-        loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * weight[t]).mean()
+            attention.begin(class_of_token[tok].to(device), labels.to(device),
+                            None if strengths is None else strengths.to(device))
+        zt, noise, tok, t_dev = zt.to(device), noise.to(device), tok.to(device), t.to(device)
+        cond = text_encoder(tok)[0]
+        pred = unet(zt, t_dev, cond).sample
+        loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * weight[t].to(device)).mean()
         if args.ground:
             ground = grounding_loss(attention)
             run_ground += float(ground)
@@ -238,11 +246,11 @@ def main() -> None:
         decay = min(args.ema, (1 + step) / (10 + step))
         ema_update(ema_unet, unet, decay)
         ema_update(ema_text, text_encoder, decay)
-        run_loss += float(loss)
+        run_loss += loss.detach()  # no device sync per step
         if step % 25 == 0:
-            log(step=step, loss=run_loss / 25, lr=lr, it_s=step / (time.time() - t0),
+            log(step=step, loss=float(run_loss) / 25, lr=lr, it_s=step / (time.time() - t0),
                 **({"ground": run_ground / 25} if args.ground else {}))
-            run_loss, run_ground = 0.0, 0.0
+            run_loss, run_ground = torch.zeros((), device=device), 0.0
         if step % args.save_every == 0:
             save_pipeline(out, vae, ema_text, tokenizer, ema_unet)
     save_pipeline(out, vae, ema_text, tokenizer, ema_unet)
