@@ -249,10 +249,22 @@ class RegionAttnProcessor:
         """w_t * W for the conditional samples, shape (batch_cond, 1, pixels, tokens)."""
         if self.state.sigma is None:
             raise ValueError("region control saw no timestep: call the UNet inside region_control's block")
-        # max(QK^T) per sample; never negative, so a bias can only pull attention towards the word.
-        peak = cond_scores.detach().amax(dim=(1, 2, 3), keepdim=True).clamp(min=0)
-        w_t = self.state.strength * math.log1p(self.state.sigma) * peak
-        return w_t * self.state.weights(shape, num_tokens, device, torch.float32)
+        scale = self.state.strength * math.log1p(self.state.sigma)
+        return region_bias(cond_scores, scale, self.state.weights(shape, num_tokens, device, torch.float32))
+
+
+def region_bias(scores: torch.Tensor, scale, weights: torch.Tensor) -> torch.Tensor:
+    """scale * max(QK^T) * W, to add to attention scores (batch, heads, pixels, tokens): scale is
+    w' log(1 + sigma_t), one number or one per sample; weights W is (pixels, tokens) or per sample
+    (batch, pixels, tokens). Inference and training under control (train.grounding) both use it.
+
+    max(QK^T) is taken per sample and never negative, so the bias only pulls attention towards the
+    word; it is detached, so the bias acts as a constant on the scores."""
+    peak = scores.detach().amax(dim=(1, 2, 3)).clamp(min=0)
+    strength = torch.as_tensor(scale, dtype=peak.dtype, device=peak.device) * peak  # (batch,)
+    if weights.ndim == 2:
+        weights = weights[None]
+    return strength[:, None, None, None] * weights[:, None]
 
 
 # ----------------------------------------------------------------------------- installing

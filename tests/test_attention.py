@@ -9,8 +9,8 @@ from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import Attention
 
 from gradop.attention import (
-    AttentionRecorder, RegionAttnProcessor, attention_grid, layer_coverage, layer_shape, region_control, region_weights,
-    sigma_at, token_share,
+    AttentionRecorder, RegionAttnProcessor, attention_grid, layer_coverage, layer_shape, region_bias, region_control,
+    region_weights, sigma_at, token_share,
 )
 from gradop.region_words import RegionWord, TokenMask, resolve_spec
 from gradop.tiny import tiny_components
@@ -103,6 +103,20 @@ def test_layer_coverage_max_pools_any_batch_shape_and_odd_layers():
     # a layer size that does not divide the mask (the UNet rounds odd sizes up): still only 0/1, never lost
     odd = layer_coverage(masks[1, 2], (3, 5))
     assert odd.shape == (3, 5) and set(odd.unique().tolist()) == {0.0, 1.0} and odd[2, 3:].sum() >= 1
+
+
+def test_region_bias_is_scale_times_each_samples_peak_on_its_weights():
+    scores = torch.randn(2, 3, 4, 5, requires_grad=True)  # (batch, heads, pixels, tokens)
+    weights = torch.zeros(4, 5)
+    weights[1:3, 2] = 1
+    shared = region_bias(scores, 0.5, weights)
+    peaks = scores.detach().amax(dim=(1, 2, 3)).clamp(min=0)
+    assert shared.shape == (2, 1, 4, 5) and not shared.requires_grad  # a constant on the scores
+    assert torch.allclose(shared[:, 0], 0.5 * peaks[:, None, None] * weights)
+    per_sample = region_bias(scores, torch.tensor([0.0, 2.0]), torch.stack([weights, weights.flip(0)]))
+    assert per_sample[0].abs().sum() == 0  # strength 0: untouched
+    assert torch.allclose(per_sample[1, 0], 2.0 * peaks[1] * weights.flip(0))
+    assert region_bias(-scores.detach().abs(), 1.0, weights).abs().sum() == 0  # never pushes a word away
 
 
 def test_sigma_schedule(pipe):

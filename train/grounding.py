@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gradop.attention import cross_attention_layers, layer_coverage
+from gradop.attention import cross_attention_layers, layer_coverage, region_bias
 
 
 class CrossAttentionTraining:
@@ -87,8 +87,7 @@ class TrainingAttnProcessor:
         scale = self.state.bias_scale
         if self.state.biased:
             weights = self.state.token_masks(_side(pixels))[0].transpose(1, 2)  # (batch, pixels, tokens)
-            peak = scores.detach().amax(dim=(1, 2, 3)).clamp(min=0)
-            scores = scores + (scale * peak)[:, None, None, None] * weights[:, None]
+            scores = scores + region_bias(scores, scale, weights)
         probs = scores.softmax(dim=-1)
         self.state.maps.append(probs.mean(1))
         out = attn.batch_to_head_dim(probs.flatten(0, 1) @ value)
