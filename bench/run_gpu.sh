@@ -6,15 +6,7 @@
 #     bash bench/run_gpu.sh            # each step has its own timeout (920 s in all)
 #     STEPS=123 bash bench/run_gpu.sh  # some steps only (steps 1-3 fit one 10-minute device call, 4-5 another)
 set -uo pipefail
-out=${OUT:-build/gpu}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-py=${PYTHON:-python3}
-if [ -d .whl ]; then
-    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+source environment/gpu_env.sh build/gpu  # out, py, the carried wheels, PYTHONPATH
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 $py -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
 cd bench

@@ -51,7 +51,7 @@ def layer_coverage(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     Max-pooling rather than area resizing because the coarse layers decide layout: a small region
     (a hut, the sun) keeps whole pixels there instead of fractions, and the word's bias reaches the
     region's edges. Held out on model v3c it raised every method's region share and cut text2img's
-    realism cost at w' = 0.5 from 0.060 to 0.032 (docs/quality/maxpool/). Training under control
+    realism cost at w' = 0.5 from 0.060 to 0.032 (README, "Quality benchmark"). Training under control
     (train.grounding) resizes class maps the same way."""
     lead = masks.shape[:-2]
     pooled = F.adaptive_max_pool2d(masks.float().reshape(-1, 1, *masks.shape[-2:]), shape)

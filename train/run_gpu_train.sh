@@ -11,15 +11,7 @@
 # to /tmp/site first when present. Training scenes use seeds 0..SCENES-1 (held-out sets start at
 # 1,000,000).
 set -euo pipefail
-out=${OUT:-build/gpu_train}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-py=${PYTHON:-python3}
-if [ -d .whl ]; then
-    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+source environment/gpu_env.sh build/gpu_train  # out, py, the carried wheels, PYTHONPATH
 device=${DEVICE:-cuda}
 scenes=${SCENES:-16000}
 minutes=${MINUTES:-5}
