@@ -39,18 +39,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradop.world.demo_model import (MAX_TOKENS, TEXT_WIDTH, demo_scheduler, demo_text_encoder, demo_tokenizer,  # noqa: E402
                                      demo_unet, warm_start)
-from train.common import Logger, load_cache, paste_regions, to_tensor  # noqa: E402
+from train.common import Logger, load_cache, paste_regions  # noqa: E402
+from train.encode_latents import encode_all  # noqa: E402
 from train.grounding import bias_scale, grounding_loss, token_classes, train_cross_attention  # noqa: E402
-
-
-@torch.no_grad()
-def encode_all(vae, photos: np.ndarray, batch: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    means, stds = [], []
-    for i in range(0, len(photos), batch):
-        dist = vae.encode(to_tensor(photos[i : i + batch])).latent_dist
-        means.append(dist.mean)
-        stds.append(dist.std)
-    return torch.cat(means), torch.cat(stds)
 
 
 @torch.no_grad()
