@@ -129,9 +129,12 @@ class SampledX0:
     with eta 0). A Denoiser without the UNet: its gradient skips the UNet's Jacobian."""
 
     def __init__(self, x0: torch.Tensor, latents: torch.Tensor, scheduler, t: torch.Tensor):
+        prediction = scheduler.config.prediction_type
+        if prediction not in ("epsilon", "v_prediction"):  # "sample": x0 would not depend on z at all
+            raise ValueError(f"guidance_latent 'denoised-fast' supports epsilon and v prediction, not '{prediction}'")
         self.x0, self.start = x0.detach().float(), latents.detach().float()
         alpha = scheduler.alphas_cumprod[int(t)].to(latents.device, torch.float32)
-        self.slope = alpha.sqrt() if scheduler.config.prediction_type == "v_prediction" else alpha.rsqrt()
+        self.slope = alpha.sqrt() if prediction == "v_prediction" else alpha.rsqrt()
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, rows: slice) -> torch.Tensor:
         return self.x0[rows] + (latents.float() - self.start[rows]) * self.slope

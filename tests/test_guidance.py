@@ -336,6 +336,15 @@ def test_sampled_x0_is_the_denoiser_with_the_unets_output_frozen(prediction_type
                               full(z, t, slice(0, 2)), atol=1e-3)
 
 
+def test_sampled_x0_refuses_a_model_that_predicts_the_sample():
+    # With "sample" prediction the frozen output *is* x0, so no gradient would reach the latents.
+    from gradop.guidance import SampledX0
+
+    z = torch.zeros(1, 4, 3, 3)
+    with pytest.raises(ValueError, match="denoised-fast.*not 'sample'"):
+        SampledX0(z, z, DDIMScheduler(prediction_type="sample"), torch.tensor(500))
+
+
 def test_fast_denoised_variant_calls_the_unet_only_to_sample_and_follows_the_strokes(tiny_pipe, strokes):
     from gradop.sharing import SharedPasses
 
