@@ -187,7 +187,8 @@ def main() -> None:
     snr = abar / (1 - abar)
     weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 for epsilon prediction
 
-    t0, step, run_loss, run_ground = time.time(), 0, torch.zeros((), device=device), 0.0
+    t0, step = time.time(), 0
+    run_loss, run_ground = torch.zeros((), device=device), torch.zeros((), device=device)
     while step < args.steps and time.time() - t0 < args.minutes * 60:
         frac = min(1.0, (time.time() - t0) / (args.minutes * 60))
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
@@ -227,7 +228,7 @@ def main() -> None:
         loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * weight[t].to(device)).mean()
         if args.ground:
             ground = grounding_loss(attention)
-            run_ground += float(ground)
+            run_ground += ground.detach()
             loss = loss + args.ground * ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -237,11 +238,11 @@ def main() -> None:
         decay = min(args.ema, (1 + step) / (10 + step))
         ema_update(ema_unet, unet, decay)
         ema_update(ema_text, text_encoder, decay)
-        run_loss += loss.detach()  # no device sync per step
+        run_loss += loss.detach()  # summed on the device: no sync per step
         if step % 25 == 0:
             log(step=step, loss=float(run_loss) / 25, lr=lr, it_s=step / (time.time() - t0),
-                **({"ground": run_ground / 25} if args.ground else {}))
-            run_loss, run_ground = torch.zeros((), device=device), 0.0
+                **({"ground": float(run_ground) / 25} if args.ground else {}))
+            run_loss, run_ground = torch.zeros((), device=device), torch.zeros((), device=device)
         if step % args.save_every == 0:
             save_pipeline(out, vae, ema_text, tokenizer, ema_unet)
     save_pipeline(out, vae, ema_text, tokenizer, ema_unet)
