@@ -87,9 +87,21 @@ def markdown(summary: dict) -> str:
     if moved := summary.get("segmenter_validation"):
         lines += ["\nThe judge on these swaps (validation): the share of a held-out photo's own class pixels it labels as "
                   "that class in place, and moved onto the swapped class's place (e.g. house->sun: a hut's pixels where "
-                  "a sun was). A swapped word can only score where the moved share is high.\n",
-                  "| class -> place | in place | moved | photos |", "|---|---|---|---|"]
-        lines += [f"| {swap} | {v['in_place']:.2f} | {v['moved']:.2f} | {v['n']} |" for swap, v in moved.items()]
+                  "a sun was). A swapped word can only score where the moved share is high. Through the VAE: both "
+                  "images encoded and decoded by the model's VAE first, as every generated image is.\n",
+                  "| class -> place | in place | moved | in place, through the VAE | moved, through the VAE | photos |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {swap} | " + " | ".join(f"{v[k]:.2f}" if k in v else "—" for k in
+                                             ("in_place", "moved", "in_place_vae", "moved_vae")) + f" | {v['n']} |"
+                  for swap, v in moved.items()]
+        if ceiling := p2.get("judge_ceiling"):
+            vae = (f"; through the VAE, {ceiling['assigned_share_vae']:.2f} (natural {ceiling['natural_vae']:.2f}, "
+                   f"swapped {ceiling['swapped_vae']:.2f})") if "assigned_share_vae" in ceiling else ""
+            lines.append(f"\nWhat this judge can see: the world's own pixels of each case's assigned class (in place for "
+                         f"a natural word, moved for a swapped one; the table above) score {ceiling['assigned_share']:.2f} "
+                         f"(natural {ceiling['natural']:.2f}, swapped {ceiling['swapped']:.2f}){vae}, over the "
+                         f"{ceiling['cases']} cases above. An estimate of what a model that drew world-like objects "
+                         "would score, not a bound: the regions here are larger than most world objects.")
     lines.append(f"\nVerdict: **{p2['verdict']}**.\n")
     if parity := summary.get("decoder_parity"):
         lines += ["## Guidance decoders and Adam steps: a cheaper path against the exact one\n",

@@ -249,7 +249,11 @@ def moved_rows(ctx: Context, index: int) -> list[dict]:
     """For each of the region section's swaps (a hut asked for where a sun was painted, ...): a
     held-out photo's own pixels of the first class moved onto the second class's place in another
     held-out photo (gradop.world.moves). The share of them the judge still labels as that class
-    says whether promise 2's "swapped" shares can be trusted; in place, the same pixels unmoved."""
+    says whether promise 2's "swapped" shares can be trusted; in place, the same pixels unmoved.
+    The *_vae shares judge both images after a round trip through the model's VAE, as every
+    generated image is decoded by it."""
+    from gradop.editing import encode_image
+
     rows = []
     for k, (cls, place) in enumerate(SWAPS):
         seed = MOVED_SEED + 1000 * index + 100 * k
@@ -258,11 +262,16 @@ def moved_rows(ctx: Context, index: int) -> list[dict]:
         if case is None:
             continue
         photo, moved, moved_mask = case
-        labels = ctx.judge.segment(torch.from_numpy(np.stack([photo, moved])).permute(0, 3, 1, 2))
-        hits = (labels == CLASS_ID[cls]).numpy()
+        pixels = torch.from_numpy(np.stack([photo, moved])).permute(0, 3, 1, 2)
+        pipe = ctx.pipe
+        latents = torch.cat([encode_image(pipe.vae, to_pil(x), pipe.device, pipe.dtype) for x in (photo, moved)])
+        decoded = pipe.decode(latents).float().cpu()
+        hits = (ctx.judge.segment(torch.cat([pixels, decoded])) == CLASS_ID[cls]).numpy()
         rows.append({"section": "reference", "painting": f"reference-{index:03d}", "kind": "moved", "image": 0,
                      "swap": f"{cls}->{place}", "in_place_share": float(hits[0][source[1]].mean()),
-                     "moved_share": float(hits[1][moved_mask].mean())})
+                     "moved_share": float(hits[1][moved_mask].mean()),
+                     "in_place_vae_share": float(hits[2][source[1]].mean()),
+                     "moved_vae_share": float(hits[3][moved_mask].mean())})
     return rows
 
 

@@ -58,6 +58,9 @@ def validate_segmenter(rows: list[dict]) -> dict:
         sel = _rows(moved, swap=swap)
         out[swap] = {"in_place": float(np.mean(_column(sel, "in_place_share"))),
                      "moved": float(np.mean(_column(sel, "moved_share"))), "n": len(sel)}
+        if all("moved_vae_share" in r for r in sel):  # runs before session 18 did not round-trip
+            out[swap].update(in_place_vae=float(np.mean(_column(sel, "in_place_vae_share"))),
+                             moved_vae=float(np.mean(_column(sel, "moved_vae_share"))))
     return out
 
 
@@ -203,6 +206,7 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
         out[f"best_{label}"] = max(((e[label]["assigned_share"]["mean"], setting, float(w))
                                     for setting, per in out["by_setting"].items() for w, e in per.items()
                                     if float(w) > 0 and e[label]["images"]), default=None)
+    out["judge_ceiling"] = judge_ceiling(region, validate_segmenter(rows))
     out["holding"] = [f"{s} w'={w}" for s, w in holding]
     out["best"] = {"setting": best[1], "region_strength": float(best[2]), "assigned_share": best[0]} if best else None
     if not region:
@@ -210,9 +214,35 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
         return out
     detail = "; ".join(f"best {label} {b[0]:.2f} ({b[1]} at w'={b[2]})"
                        for label in ("natural", "swapped") if (b := out[f"best_{label}"]))
+    ceiling = out["judge_ceiling"]
     out["verdict"] = ("holds for " + ", ".join(out["holding"])) if holding else (
         "does not hold: no setting reaches a mean assigned-class share of 0.9"
-        + (f" (best {best[0]:.2f}: {best[1]} at w'={best[2]}; {detail})" if best else ""))
+        + (f" (best {best[0]:.2f}: {best[1]} at w'={best[2]}; {detail})" if best else "")
+        + (f"; the world's own class pixels, where each case asks for them, score {ceiling['assigned_share']:.2f} "
+           f"with this judge (natural {ceiling['natural']:.2f}, swapped {ceiling['swapped']:.2f})" if ceiling else "")
+        + (f", {ceiling['assigned_share_vae']:.2f} through the VAE" if ceiling and "assigned_share_vae" in ceiling else ""))
+    return out
+
+
+def judge_ceiling(region: list[dict], segmenter: dict) -> dict | None:
+    """What this judge can see of promise 2: per case, the share of the world's own pixels of the
+    assigned class that it labels as the class (validate_segmenter: in place for a natural word,
+    moved onto the other class's place for a swapped one), averaged like the assigned share. An
+    estimate of what a model drawing world-like objects would score, not a bound (the benchmark's
+    regions are larger than most world objects). None when a case's swap was not validated."""
+    cases = {(r["painting"], r["word"]): r for r in region if r["region_strength"] > 0}
+    swaps = [segmenter.get(f"{r.get('assigned_class')}->{r.get('competing_class')}") for r in cases.values()]
+    if not cases or None in swaps:
+        return None
+    out = {"cases": len(cases)}
+    for suffix in ("", "_vae"):  # as rendered, and after the model's VAE (what generated images go through)
+        if all(f"moved{suffix}" in s for s in swaps):
+            seen = [(r["natural"], s[("in_place" if r["natural"] else "moved") + suffix])
+                    for r, s in zip(cases.values(), swaps)]
+            out[f"assigned_share{suffix}"] = float(np.mean([v for _, v in seen]))
+            for label, natural in (("natural", True), ("swapped", False)):
+                values = [v for n, v in seen if n == natural]
+                out[f"{label}{suffix}"] = float(np.mean(values)) if values else float("nan")
     return out
 
 
