@@ -155,8 +155,8 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     assert "## Editing" in report and "| gradop+ / word w'=1 |" in report
     assert {swap: v["n"] for swap, v in summary["segmenter_validation"].items()} == {f"{a}->{b}": 2 for a, b in SWAPS}
     assert "| class -> place | in place | moved | in place, through the VAE | moved, through the VAE | photos |" in report
-    ceiling = summary["promise_2"]["judge_ceiling"]
-    assert 0 <= ceiling["assigned_share"] <= 1 and 0 <= ceiling["assigned_share_vae"] <= 1 and ceiling["cases"] == 2
+    visible = summary["promise_2"]["visible_share"]
+    assert 0 <= visible["assigned_share"] <= 1 and 0 <= visible["assigned_share_vae"] <= 1 and visible["cases"] == 2
     for name in ("realism_vs_faithfulness.png", "contact_sheet.png"):
         with Image.open(out / name) as image:
             assert image.size[0] > 300 and image.size[1] > 100
@@ -399,15 +399,15 @@ def test_promise_two_reports_each_words_share_natural_and_swapped():
     assert list(by_word) == ["lake (natural)", "sky (natural)", "lake (swapped)", "sky (swapped)"]
     moved = [{"section": "reference", "painting": f"r{i}", "kind": "moved", "image": 0, "swap": "water->sky",
               "in_place_share": 0.9, "moved_share": share} for i, share in enumerate((0.0, 0.2))]
-    # Without every swap validated there is no ceiling to give.
-    assert summarise(_synthetic_rows(0.7, 0.04) + rows + moved)["promise_2"]["judge_ceiling"] is None
+    # Without every swap validated there is no visible share to give.
+    assert summarise(_synthetic_rows(0.7, 0.04) + rows + moved)["promise_2"]["visible_share"] is None
     moved.append({"section": "reference", "painting": "r2", "kind": "moved", "image": 0, "swap": "sky->water",
                   "in_place_share": 1.0, "moved_share": 0.5})
     summary = summarise(_synthetic_rows(0.7, 0.04) + rows + moved)
     assert summary["segmenter_validation"] == {"water->sky": {"in_place": pytest.approx(0.9), "moved": pytest.approx(0.1), "n": 2},
                                                "sky->water": {"in_place": 1.0, "moved": 0.5, "n": 1}}
     # A perfect model: natural lakes 0.9 (twice) and sky 1.0 in place; lake 0.1 and sky 0.5 moved.
-    assert summary["promise_2"]["judge_ceiling"] == pytest.approx(
+    assert summary["promise_2"]["visible_share"] == pytest.approx(
         {"assigned_share": 3.4 / 5, "natural": 2.8 / 3, "swapped": 0.3, "cases": 5})
     report = markdown(summary)
     assert "| text2img | 2.0 | 0.70 | 1.00 | 0.10 | 0.60 |" in report
@@ -418,7 +418,7 @@ def test_promise_two_reports_each_words_share_natural_and_swapped():
     for r, (in_place, moved_share) in zip(moved, ((0.8, 0.0), (0.8, 0.0), (0.9, 0.3))):
         r.update(in_place_vae_share=in_place, moved_vae_share=moved_share)
     summary = summarise(_synthetic_rows(0.7, 0.04) + rows + moved)
-    assert summary["promise_2"]["judge_ceiling"] == pytest.approx(
+    assert summary["promise_2"]["visible_share"] == pytest.approx(
         {"assigned_share": 3.4 / 5, "natural": 2.8 / 3, "swapped": 0.3, "cases": 5,
          "assigned_share_vae": 2.8 / 5, "natural_vae": 2.5 / 3, "swapped_vae": 0.15})
     report = markdown(summary)

@@ -94,13 +94,13 @@ def markdown(summary: dict) -> str:
         lines += [f"| {swap} | " + " | ".join(f"{v[k]:.2f}" if k in v else "—" for k in
                                              ("in_place", "moved", "in_place_vae", "moved_vae")) + f" | {v['n']} |"
                   for swap, v in moved.items()]
-        if ceiling := p2.get("judge_ceiling"):
-            vae = (f"; through the VAE, {ceiling['assigned_share_vae']:.2f} (natural {ceiling['natural_vae']:.2f}, "
-                   f"swapped {ceiling['swapped_vae']:.2f})") if "assigned_share_vae" in ceiling else ""
+        if visible := p2.get("visible_share"):
+            vae = (f"; through the VAE, {visible['assigned_share_vae']:.2f} (natural {visible['natural_vae']:.2f}, "
+                   f"swapped {visible['swapped_vae']:.2f})") if "assigned_share_vae" in visible else ""
             lines.append(f"\nWhat this judge can see: the world's own pixels of each case's assigned class (in place for "
-                         f"a natural word, moved for a swapped one; the table above) score {ceiling['assigned_share']:.2f} "
-                         f"(natural {ceiling['natural']:.2f}, swapped {ceiling['swapped']:.2f}){vae}, over the "
-                         f"{ceiling['cases']} cases above. An estimate of what a model that drew world-like objects "
+                         f"a natural word, moved for a swapped one; the table above) score {visible['assigned_share']:.2f} "
+                         f"(natural {visible['natural']:.2f}, swapped {visible['swapped']:.2f}){vae}, over the "
+                         f"{visible['cases']} cases above. An estimate of what a model that drew world-like objects "
                          "would score, not a bound: the regions here are larger than most world objects.")
     lines.append(f"\nVerdict: **{p2['verdict']}**.\n")
     if parity := summary.get("decoder_parity"):

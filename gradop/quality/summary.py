@@ -206,7 +206,7 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
         out[f"best_{label}"] = max(((e[label]["assigned_share"]["mean"], setting, float(w))
                                     for setting, per in out["by_setting"].items() for w, e in per.items()
                                     if float(w) > 0 and e[label]["images"]), default=None)
-    out["judge_ceiling"] = judge_ceiling(region, validate_segmenter(rows))
+    out["visible_share"] = visible_share(region, validate_segmenter(rows))
     out["holding"] = [f"{s} w'={w}" for s, w in holding]
     out["best"] = {"setting": best[1], "region_strength": float(best[2]), "assigned_share": best[0]} if best else None
     if not region:
@@ -214,17 +214,17 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
         return out
     detail = "; ".join(f"best {label} {b[0]:.2f} ({b[1]} at w'={b[2]})"
                        for label in ("natural", "swapped") if (b := out[f"best_{label}"]))
-    ceiling = out["judge_ceiling"]
+    visible = out["visible_share"]
     out["verdict"] = ("holds for " + ", ".join(out["holding"])) if holding else (
         "does not hold: no setting reaches a mean assigned-class share of 0.9"
         + (f" (best {best[0]:.2f}: {best[1]} at w'={best[2]}; {detail})" if best else "")
-        + (f"; the world's own class pixels, where each case asks for them, score {ceiling['assigned_share']:.2f} "
-           f"with this judge (natural {ceiling['natural']:.2f}, swapped {ceiling['swapped']:.2f})" if ceiling else "")
-        + (f", {ceiling['assigned_share_vae']:.2f} through the VAE" if ceiling and "assigned_share_vae" in ceiling else ""))
+        + (f"; the world's own class pixels, where each case asks for them, score {visible['assigned_share']:.2f} "
+           f"with this judge (natural {visible['natural']:.2f}, swapped {visible['swapped']:.2f})" if visible else "")
+        + (f", {visible['assigned_share_vae']:.2f} through the VAE" if visible and "assigned_share_vae" in visible else ""))
     return out
 
 
-def judge_ceiling(region: list[dict], segmenter: dict) -> dict | None:
+def visible_share(region: list[dict], segmenter: dict) -> dict | None:
     """What this judge can see of promise 2: per case, the share of the world's own pixels of the
     assigned class that it labels as the class (validate_segmenter: in place for a natural word,
     moved onto the other class's place for a swapped one), averaged like the assigned share. An
