@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from train.blend_models import blend_state  # noqa: E402
+from train.common import load_pipeline_folder  # noqa: E402
 
 
 def test_blend_state_interpolates_floats_and_keeps_equal_integer_buffers():
@@ -28,19 +29,13 @@ def test_blend_state_interpolates_floats_and_keeps_equal_integer_buffers():
 
 
 def test_blend_script_writes_a_pipeline_between_the_two(tmp_path):
-    from diffusers import StableDiffusionPipeline
-
     from gradop.tiny import save_tiny_model
 
     base, tuned, out = save_tiny_model(tmp_path / "a", seed=0), save_tiny_model(tmp_path / "b", seed=1), tmp_path / "c"
     subprocess.run([sys.executable, str(REPO / "train" / "blend_models.py"), "--base", str(base), "--tuned", str(tuned),
                     "--alpha", "0.5", "--out", str(out)], check=True, capture_output=True)
 
-    def load(path):
-        return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None,
-                                                       requires_safety_checker=False)
-
-    a, b, c = load(base), load(tuned), load(out)
+    a, b, c = (load_pipeline_folder(path) for path in (base, tuned, out))
     for name in ("unet", "text_encoder"):
         sa, sb, sc = (getattr(p, name).state_dict() for p in (a, b, c))
         differing = [k for k in sa if sa[k].is_floating_point() and not torch.equal(sa[k], sb[k])]

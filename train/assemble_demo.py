@@ -26,12 +26,12 @@ def main() -> None:
     ap.add_argument("--vae", default="", help="AutoencoderKL folder replacing the pipeline's VAE (same encoder)")
     ap.add_argument("--out", default="pretrained_models/gradop-demo")
     args = ap.parse_args()
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from diffusers import AutoencoderKL
 
     from gradop.world.demo_model import demo_scheduler
+    from train.common import load_pipeline_folder
 
-    pipe = StableDiffusionPipeline.from_pretrained(args.pipeline, local_files_only=True, safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = load_pipeline_folder(args.pipeline)
     if args.vae:
         vae = AutoencoderKL.from_pretrained(args.vae)
         old = pipe.vae.state_dict()

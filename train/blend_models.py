@@ -61,13 +61,9 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, required=True, help="weight of --tuned, in [0, 1]")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    from diffusers import StableDiffusionPipeline
+    from train.common import load_pipeline_folder
 
-    def load(path):
-        return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None,
-                                                       requires_safety_checker=False)
-
-    pipe = blend_pipelines(load(args.base), load(args.tuned), args.alpha)
+    pipe = blend_pipelines(load_pipeline_folder(args.base), load_pipeline_folder(args.tuned), args.alpha)
     pipe.save_pretrained(args.out, safe_serialization=True)
     print(f"wrote {args.out}: {1 - args.alpha:g} x {args.base} + {args.alpha:g} x {args.tuned}")
 

@@ -15,6 +15,14 @@ def load_cache(path: str) -> dict:
     return {k: data[k] for k in data.files}
 
 
+def load_pipeline_folder(path):
+    """A diffusers StableDiffusionPipeline from a local folder (training outputs: no hub, no safety checker)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None,
+                                                   requires_safety_checker=False)
+
+
 def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
     return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div(127.5).sub(1)

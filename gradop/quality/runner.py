@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gradop.editing import encode_image
 from gradop.images import pil_to_tensor
 from gradop.options import RELEASE_ADAM
 from gradop.quality.editing import EditingSection
@@ -252,8 +253,6 @@ def moved_rows(ctx: Context, index: int) -> list[dict]:
     says whether promise 2's "swapped" shares can be trusted; in place, the same pixels unmoved.
     The *_vae shares judge both images after a round trip through the model's VAE, as every
     generated image is decoded by it."""
-    from gradop.editing import encode_image
-
     rows = []
     for k, (cls, place) in enumerate(SWAPS):
         seed = MOVED_SEED + 1000 * index + 100 * k
