@@ -11,7 +11,7 @@
 #   bash bench/run_quality.sh denoised      # SDEdit against GradOP+ through the denoiser, world + app only -> build/quality-denoised
 #   bash bench/run_quality.sh fast          # SDEdit against GradOP+ with denoised-fast, world + app only -> build/quality-fast
 #   bash bench/run_quality.sh region        # only region words and edits (and the judge's validation) -> build/quality-region
-# Every mode measures the shipped demo model on its world (3) with its judge (judge3b); MODEL=folder and
+# Every mode measures the shipped demo model on its world (3) with its judge (judge4); MODEL=folder and
 # JUDGE=folder measure another model or judge, OUT=folder writes elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."

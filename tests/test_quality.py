@@ -137,7 +137,7 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     # The segmenter's validation: each swap's class moved onto the other class's place, per reference.
     moved = [r for r in references if r["kind"] == "moved"]
     assert sorted(r["swap"] for r in moved) == sorted(f"{a}->{b}" for a, b in SWAPS for _ in range(2))
-    assert all(0 <= r[f"{k}_share"] <= 1 for r in moved for k in ("moved", "in_place", "moved_vae", "in_place_vae"))
+    assert all(0 <= r[f"{k}{v}_share"] <= 1 for r in moved for k in ("moved", "in_place", "emptied") for v in ("", "_vae"))
     editing = [r for r in rows if r["section"] == "editing"]  # no word, the word at w'=1, re-imagined: 2 images each
     assert [(r["condition"], r["region_strength"]) for r in editing[::2]] == [("no word", 0), ("word", 1.0), ("reimagine", 1.0)]
     for r in rows:
@@ -154,7 +154,8 @@ def test_bench_quality_end_to_end_on_two_paintings(tmp_path, capsys):
     assert set(summary["editing"]) == {"gradop+ / no word", "gradop+ / word w'=1", "gradop+ / reimagine"}
     assert "## Editing" in report and "| gradop+ / word w'=1 |" in report
     assert {swap: v["n"] for swap, v in summary["segmenter_validation"].items()} == {f"{a}->{b}": 2 for a, b in SWAPS}
-    assert "| class -> place | in place | moved | in place, through the VAE | moved, through the VAE | photos |" in report
+    assert ("| class -> place | in place | moved | moved, emptied | in place, through the VAE | moved, through the VAE "
+            "| moved, emptied, through the VAE | photos |") in report
     visible = summary["promise_2"]["visible_share"]
     assert 0 <= visible["assigned_share"] <= 1 and 0 <= visible["assigned_share_vae"] <= 1 and visible["cases"] == 2
     for name in ("realism_vs_faithfulness.png", "contact_sheet.png"):
@@ -407,21 +408,37 @@ def test_promise_two_reports_each_words_share_natural_and_swapped():
     assert summary["segmenter_validation"] == {"water->sky": {"in_place": pytest.approx(0.9), "moved": pytest.approx(0.1), "n": 2},
                                                "sky->water": {"in_place": 1.0, "moved": 0.5, "n": 1}}
     # A perfect model: natural lakes 0.9 (twice) and sky 1.0 in place; lake 0.1 and sky 0.5 moved.
+    assert summary["promise_2"]["visible_share"].pop("swapped_onto") == "moved"
     assert summary["promise_2"]["visible_share"] == pytest.approx(
         {"assigned_share": 3.4 / 5, "natural": 2.8 / 3, "swapped": 0.3, "cases": 5})
     report = markdown(summary)
     assert "| text2img | 2.0 | 0.70 | 1.00 | 0.10 | 0.60 |" in report
-    assert "| water->sky | 0.90 | 0.10 | — | — | 2 |" in report  # a run from before the VAE round trip
+    assert "| water->sky | 0.90 | 0.10 | — | — | — | — | 2 |" in report  # a run from before the VAE round trip
     assert "score 0.68 (natural 0.93, swapped 0.30), over the 5 cases" in report
     assert "where each case asks for them, score 0.68 with this judge" in summary["promise_2"]["verdict"]
     # With the round trip through the VAE as well.
     for r, (in_place, moved_share) in zip(moved, ((0.8, 0.0), (0.8, 0.0), (0.9, 0.3))):
         r.update(in_place_vae_share=in_place, moved_vae_share=moved_share)
     summary = summarise(_synthetic_rows(0.7, 0.04) + rows + moved)
+    assert summary["promise_2"]["visible_share"].pop("swapped_onto") == "moved"
     assert summary["promise_2"]["visible_share"] == pytest.approx(
         {"assigned_share": 3.4 / 5, "natural": 2.8 / 3, "swapped": 0.3, "cases": 5,
          "assigned_share_vae": 2.8 / 5, "natural_vae": 2.5 / 3, "swapped_vae": 0.15})
     report = markdown(summary)
-    assert "| water->sky | 0.90 | 0.10 | 0.80 | 0.00 | 2 |" in report
+    assert "| water->sky | 0.90 | 0.10 | — | 0.80 | 0.00 | — | 2 |" in report
     assert "through the VAE, 0.56 (natural 0.83, swapped 0.15)" in report
     assert summary["promise_2"]["verdict"].endswith("swapped 0.30), 0.56 through the VAE")
+    # With the place emptied first (session 19 on), a swapped word is estimated from those shares.
+    for r, (emptied, emptied_vae) in zip(moved, ((0.6, 0.4), (0.4, 0.2), (0.7, 0.5))):
+        r.update(emptied_share=emptied, emptied_vae_share=emptied_vae)
+    summary = summarise(_synthetic_rows(0.7, 0.04) + rows + moved)
+    assert summary["segmenter_validation"]["water->sky"]["emptied"] == pytest.approx(0.5)
+    visible = summary["promise_2"]["visible_share"]
+    assert visible["swapped_onto"] == "emptied"
+    # Swapped: lake 0.5 and sky 0.7 moved onto the emptied place; through the VAE 0.3 and 0.5.
+    assert {k: v for k, v in visible.items() if k != "swapped_onto"} == pytest.approx(
+        {"assigned_share": (2.8 + 0.5 + 0.7) / 5, "natural": 2.8 / 3, "swapped": 0.6, "cases": 5,
+         "assigned_share_vae": (2.5 + 0.3 + 0.5) / 5, "natural_vae": 2.5 / 3, "swapped_vae": 0.4})
+    report = markdown(summary)
+    assert "| water->sky | 0.90 | 0.10 | 0.50 | 0.80 | 0.00 | 0.30 | 2 |" in report
+    assert "moved onto the emptied place for a swapped one" in report

@@ -262,3 +262,25 @@ def test_move_region_pastes_a_class_shape_and_all_onto_another_place():
     speck, corner = np.zeros_like(sun), np.zeros_like(sun)
     speck[30:34, 30:34], corner[0, 0] = True, True  # 16 pixels, centred on the corner: 4 stay
     assert move_region(source, speck, target, corner) is None
+
+
+def test_a_class_moved_onto_an_emptied_place_leaves_nothing_of_that_place():
+    from gradop.world.moves import SWAPS, empty_place, move_photo_class, scenes_with
+    from gradop.world.scene import label_map, scene_classes
+
+    for cls, place in SWAPS:
+        source, = scenes_with(cls, HELDOUT_SEED + 71_000, 1, DEFAULT_WORLD)
+        target, = scenes_with(place, HELDOUT_SEED + 72_000, 1, DEFAULT_WORLD)
+        emptied = empty_place(target[0], place)
+        kept = move_photo_class(source, target)
+        photo, moved, mask = move_photo_class(source, target, emptied=place)
+        assert np.array_equal(mask, kept[2]) and np.array_equal(moved[mask], kept[1][mask]), "the same pixels, same place"
+        if place in ("sky", "grass"):  # backgrounds: nothing to remove
+            assert emptied == target[0] and np.array_equal(moved, kept[1])
+            continue
+        # The place's objects are gone, the scene is otherwise the same, and so are the other classes' pixels.
+        assert place not in scene_classes(emptied) and not (label_map(emptied, 64) == CLASS_ID[place]).any()
+        assert scene_classes(emptied) | {place} >= scene_classes(target[0]) - {"boat"}
+        left = ~mask & ~target[1]
+        assert not np.array_equal(moved, kept[1]) and np.abs(moved[left] - kept[1][left]).mean() < 0.05
+        assert place in scene_classes(target[0]), "the scene itself is not changed"

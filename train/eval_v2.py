@@ -8,7 +8,8 @@ judge: segmenter pixel accuracy / mean IoU per domain and realism accuracy (phot
 painting domains < 0.5), on rendered held-out scenes and on their VAE reconstructions; and
 "moved": a class's own photo pixels moved to where the world puts the class it is swapped with in
 the region-word benchmark (a hut where suns are, a lake where the sky is, ...), as the share of
-those pixels the segmenter still labels as the class (next to the share in place).
+those pixels the segmenter still labels as the class (next to the share in place; "emptied": with
+the place's own objects removed first).
 model: on held-out scenes, text2img with the scene's photo caption and with its painting
 caption (realism accuracy: can the judge tell them apart?), named-class presence in the photo
 outputs, SDEdit at 0.5 / 0.6 / 0.7 and default GradOP+ on the scene's strokes with the photo
@@ -69,26 +70,30 @@ def judge_eval(judge, vae, n: int) -> dict:
 
 def moved_eval(judge, vae, n: int) -> dict:
     """gradop.world.moves: photo pixels of class A (held-out scene a) moved, shape and all, onto
-    the place of class B in scene b; the share the segmenter still labels A, against in place."""
+    the place of class B in scene b; the share the segmenter still labels A, against in place.
+    emptied_*: scene b rendered without its B objects first (gradop.world.moves.empty_place)."""
     from gradop.world.moves import SWAPS, move_photo_class, scenes_with
     from gradop.world.scene import CLASS_ID
 
     out = {}
     for src, dst in SWAPS:
-        pasted, masks, inplace = [], [], []
+        pasted, masks, inplace = {"": [], "emptied_": []}, [], []
         for source, target in zip(scenes_with(src, HELDOUT_SEED + OFFSET, n, WORLD),
                                   scenes_with(dst, HELDOUT_SEED + OFFSET + 50_000, n, WORLD)):
             if case := move_photo_class(source, target):
-                pasted.append(case[1]), masks.append(case[2]), inplace.append((case[0], source[1]))
+                pasted[""].append(case[1]), masks.append(case[2]), inplace.append((case[0], source[1]))
+                pasted["emptied_"].append(move_photo_class(source, target, emptied=dst)[1])
         m = torch.from_numpy(np.stack(masks))
-        variants = {"render": _x(pasted)}
-        if vae is not None:
-            with torch.no_grad():
-                variants["vae"] = (vae(variants["render"] * 2 - 1).sample.clamp(-1, 1) + 1) / 2
         row = {"n": len(masks)}
-        for name, imgs in variants.items():
-            hit = judge.segment(imgs) == CLASS_ID[src]
-            row[f"moved_{name}"] = round(float(np.mean([float(hit[i][m[i]].float().mean()) for i in range(len(m))])), 4)
+        for prefix, images in pasted.items():
+            variants = {"render": _x(images)}
+            if vae is not None:
+                with torch.no_grad():
+                    variants["vae"] = (vae(variants["render"] * 2 - 1).sample.clamp(-1, 1) + 1) / 2
+            for name, imgs in variants.items():
+                hit = judge.segment(imgs) == CLASS_ID[src]
+                row[f"{prefix}moved_{name}"] = round(float(np.mean([float(hit[i][m[i]].float().mean())
+                                                                    for i in range(len(m))])), 4)
         seg = judge.segment(_x([a for a, _ in inplace])) == CLASS_ID[src]
         row["in_place"] = round(float(np.mean([float(seg[i][torch.from_numpy(ma)].float().mean())
                                                for i, (_, ma) in enumerate(inplace)])), 4)

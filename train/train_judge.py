@@ -17,6 +17,11 @@ of the same domain, moved anywhere (train.common.paste_regions). World scenes al
 places (sky on top, huts on the ground), so a segmenter trained on them alone reads position, not
 appearance: judge v3 labels a hut's own photo pixels moved into the sky 0.03 hut. Region-word
 control asks for exactly such things (a hut where a sun was painted), so the judge must see them.
+
+--moves F --moves-share P (judge v4): a share P of the segmenter's images are replaced by moved-class
+examples of train/render_moves.py: a class's own pixels centred on another class's place, that
+place mostly emptied first, in every domain, and as the VAE returns them (with probability
+--recon). Pasting anywhere left v3b calling a sun on the ground a hut.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from train.common import Logger, load_cache, paste_regions  # noqa: E402
 
 SEG_DOMAINS = (("photos", 0.4), ("paintings", 0.2), ("crayons", 0.2), ("strokes", 0.2))
 FAKE_DOMAINS = ("paintings", "crayons", "strokes", "flat")
+MOVES_DOMAINS = {"photo": "photos", "painting": "paintings", "crayon": "crayons"}
 
 
 def to01(a: np.ndarray) -> torch.Tensor:
@@ -101,6 +107,10 @@ def main() -> None:
     ap.add_argument("--init", default="", help="continue from this judge folder (its widths)")
     ap.add_argument("--paste", type=float, default=0.0,
                     help="share of segmenter images that get another image's class region moved into them")
+    ap.add_argument("--moves", default="", help="moved-class examples of train/render_moves.py")
+    ap.add_argument("--moves-share", type=float, default=0.0,
+                    help="share of segmenter images replaced by --moves examples (as the VAE returns them with "
+                         "probability --recon)")
     ap.add_argument("--segmenter-only", action="store_true",
                     help="train only the segmenter; the realism scorer keeps --init's weights exactly")
     args = ap.parse_args()
@@ -115,6 +125,7 @@ def main() -> None:
 
         vae = AutoencoderKL.from_pretrained(args.vae).eval()
     batches = Batches(data, args.latents_dir, vae)
+    moves = load_cache(args.moves) if args.moves else None
     n_scenes, masks = len(data["photos"]), data["masks"]
     judge = (load_judge(args.init) if args.init else Judge(args.seg_width, args.real_width)).train()
     params = judge.segmenter.parameters() if args.segmenter_only else judge.parameters()
@@ -131,6 +142,14 @@ def main() -> None:
         keys = list(rng.choice(names, b, p=np.array(weights) / sum(weights)))
         x = batches.mixed(keys, idx, rng.random(b) < args.recon)
         y = torch.from_numpy(masks[idx]).long()
+        if moves is not None:
+            swap = np.nonzero(rng.random(b) < args.moves_share)[0]
+            pick = rng.integers(0, len(moves["labels"]), len(swap))
+            recon = rng.random(len(swap)) < args.recon
+            for i, k, r in zip(swap, pick, recon):
+                x[i] = to01(moves["recon" if r else "images"][k][None])[0]
+                y[i] = torch.from_numpy(moves["labels"][k]).long()
+                keys[i] = MOVES_DOMAINS[moves["domains"][k]]
         if rng.random() < 0.5:
             x, y = x.flip(-1), y.flip(-1)
         if args.paste > 0:

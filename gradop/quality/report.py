@@ -87,18 +87,22 @@ def markdown(summary: dict) -> str:
     if moved := summary.get("segmenter_validation"):
         lines += ["\nThe judge on these swaps (validation): the share of a held-out photo's own class pixels it labels as "
                   "that class in place, and moved onto the swapped class's place (e.g. house->sun: a hut's pixels where "
-                  "a sun was). A swapped word can only score where the moved share is high. Through the VAE: both "
-                  "images encoded and decoded by the model's VAE first, as every generated image is.\n",
-                  "| class -> place | in place | moved | in place, through the VAE | moved, through the VAE | photos |",
-                  "|---|---|---|---|---|---|"]
+                  "a sun was). A swapped word can only score where the moved share is high. Emptied: the place's own "
+                  "objects removed first (no sun left around a hut moved onto it), as a region word asks for one class "
+                  "there. Through the VAE: the images encoded and decoded by the model's VAE first, as every generated "
+                  "image is.\n",
+                  "| class -> place | in place | moved | moved, emptied | in place, through the VAE | moved, through the VAE "
+                  "| moved, emptied, through the VAE | photos |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {swap} | " + " | ".join(f"{v[k]:.2f}" if k in v else "—" for k in
-                                             ("in_place", "moved", "in_place_vae", "moved_vae")) + f" | {v['n']} |"
-                  for swap, v in moved.items()]
+                                             ("in_place", "moved", "emptied", "in_place_vae", "moved_vae", "emptied_vae"))
+                  + f" | {v['n']} |" for swap, v in moved.items()]
         if visible := p2.get("visible_share"):
             vae = (f"; through the VAE, {visible['assigned_share_vae']:.2f} (natural {visible['natural_vae']:.2f}, "
                    f"swapped {visible['swapped_vae']:.2f})") if "assigned_share_vae" in visible else ""
+            onto = "moved onto the emptied place" if visible.get("swapped_onto") == "emptied" else "moved"
             lines.append(f"\nWhat this judge can see: the world's own pixels of each case's assigned class (in place for "
-                         f"a natural word, moved for a swapped one; the table above) score {visible['assigned_share']:.2f} "
+                         f"a natural word, {onto} for a swapped one; the table above) score {visible['assigned_share']:.2f} "
                          f"(natural {visible['natural']:.2f}, swapped {visible['swapped']:.2f}){vae}, over the "
                          f"{visible['cases']} cases above. An estimate of what a model that drew world-like objects "
                          "would score, not a bound: the regions here are larger than most world objects.")

@@ -251,26 +251,30 @@ def moved_rows(ctx: Context, index: int) -> list[dict]:
     held-out photo's own pixels of the first class moved onto the second class's place in another
     held-out photo (gradop.world.moves). The share of them the judge still labels as that class
     says whether promise 2's "swapped" shares can be trusted; in place, the same pixels unmoved.
-    The *_vae shares judge both images after a round trip through the model's VAE, as every
-    generated image is decoded by it."""
+    The emptied_* shares move them onto that place with the place's objects removed first (no hut
+    left around a sun moved onto it), as a region word asks for one class there. The *_vae shares
+    judge the images after a round trip through the model's VAE, as every generated image is
+    decoded by it."""
     rows = []
     for k, (cls, place) in enumerate(SWAPS):
         seed = MOVED_SEED + 1000 * index + 100 * k
         source, = scenes_with(cls, seed, 1, ctx.world_version)
-        case = move_photo_class(source, scenes_with(place, seed + 50, 1, ctx.world_version)[0])
+        target = scenes_with(place, seed + 50, 1, ctx.world_version)[0]
+        case, emptied = (move_photo_class(source, target, emptied=e) for e in (None, place))
         if case is None:
             continue
-        photo, moved, moved_mask = case
-        pixels = torch.from_numpy(np.stack([photo, moved])).permute(0, 3, 1, 2)
+        images = (case[0], case[1], emptied[1])
+        pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
         pipe = ctx.pipe
-        latents = torch.cat([encode_image(pipe.vae, to_pil(x), pipe.device, pipe.dtype) for x in (photo, moved)])
+        latents = torch.cat([encode_image(pipe.vae, to_pil(x), pipe.device, pipe.dtype) for x in images])
         decoded = pipe.decode(latents).float().cpu()
         hits = (ctx.judge.segment(torch.cat([pixels, decoded])) == CLASS_ID[cls]).numpy()
+        masks = (source[1], case[2], emptied[2])
+        shares = {f"{name}{suffix}_share": float(hits[offset + i][mask].mean())
+                  for offset, suffix in ((0, ""), (3, "_vae")) for i, (name, mask) in
+                  enumerate(zip(("in_place", "moved", "emptied"), masks))}
         rows.append({"section": "reference", "painting": f"reference-{index:03d}", "kind": "moved", "image": 0,
-                     "swap": f"{cls}->{place}", "in_place_share": float(hits[0][source[1]].mean()),
-                     "moved_share": float(hits[1][moved_mask].mean()),
-                     "in_place_vae_share": float(hits[2][source[1]].mean()),
-                     "moved_vae_share": float(hits[3][moved_mask].mean())})
+                     "swap": f"{cls}->{place}", **shares})
     return rows
 
 

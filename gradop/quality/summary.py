@@ -58,9 +58,10 @@ def validate_segmenter(rows: list[dict]) -> dict:
         sel = _rows(moved, swap=swap)
         out[swap] = {"in_place": float(np.mean(_column(sel, "in_place_share"))),
                      "moved": float(np.mean(_column(sel, "moved_share"))), "n": len(sel)}
-        if all("moved_vae_share" in r for r in sel):  # runs before session 18 did not round-trip
-            out[swap].update(in_place_vae=float(np.mean(_column(sel, "in_place_vae_share"))),
-                             moved_vae=float(np.mean(_column(sel, "moved_vae_share"))))
+        # Runs before session 18 did not round-trip through the VAE; before session 19 did not empty the place.
+        for key in ("in_place_vae", "moved_vae", "emptied", "emptied_vae"):
+            if all(f"{key}_share" in r for r in sel):
+                out[swap][key] = float(np.mean(_column(sel, f"{key}_share")))
     return out
 
 
@@ -226,18 +227,20 @@ def promise_two(rows: list[dict], validation: dict) -> dict:
 
 def visible_share(region: list[dict], segmenter: dict) -> dict | None:
     """What this judge can see of promise 2: per case, the share of the world's own pixels of the
-    assigned class that it labels as the class (validate_segmenter: in place for a natural word,
-    moved onto the other class's place for a swapped one), averaged like the assigned share. An
-    estimate of what a model drawing world-like objects would score, not a bound (the benchmark's
-    regions are larger than most world objects). None when a case's swap was not validated."""
+    assigned class that it labels as the class (validate_segmenter: in place for a natural word;
+    for a swapped one, moved onto the other class's place, emptied of that class where the run
+    did so, since a region word asks for the one class there), averaged like the assigned share.
+    An estimate of what a model drawing world-like objects would score, not a bound (the
+    benchmark's regions are larger than most world objects). None when a case's swap was not validated."""
     cases = {(r["painting"], r["word"]): r for r in region if r["region_strength"] > 0}
     swaps = [segmenter.get(f"{r.get('assigned_class')}->{r.get('competing_class')}") for r in cases.values()]
     if not cases or None in swaps:
         return None
-    out = {"cases": len(cases)}
+    moved = "emptied" if all("emptied" in s for s in swaps) else "moved"
+    out = {"cases": len(cases), "swapped_onto": moved}
     for suffix in ("", "_vae"):  # as rendered, and after the model's VAE (what generated images go through)
-        if all(f"moved{suffix}" in s for s in swaps):
-            seen = [(r["natural"], s[("in_place" if r["natural"] else "moved") + suffix])
+        if all(f"{moved}{suffix}" in s for s in swaps):
+            seen = [(r["natural"], s[("in_place" if r["natural"] else moved) + suffix])
                     for r, s in zip(cases.values(), swaps)]
             out[f"assigned_share{suffix}"] = float(np.mean([v for _, v in seen]))
             for label, natural in (("natural", True), ("swapped", False)):

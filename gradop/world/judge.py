@@ -25,10 +25,11 @@ from gradop.world.scene import CLASSES, CLASS_ID, DEFAULT_WORLD
 
 _SHIPPED = Path(__file__).resolve().parents[2] / "pretrained_models" / "gradop-demo"
 # The shipped judge of each world version (each validated on held-out renders of its world).
-# World 3's is judge v3b: v3's realism scorer, its segmenter trained on with class regions moved
-# anywhere, because v3's read position (a hut's own pixels moved into the sky: 0.04 hut; see
-# gradop.world.moves). judge3/ stays for the runs published with it.
-JUDGES = {1: _SHIPPED / "judge", 2: _SHIPPED / "judge2", 3: _SHIPPED / "judge3b"}
+# World 3's is judge v4: v3's realism scorer; its segmenter trained on with class regions moved
+# anywhere (v3b), because v3's read position (a hut's own pixels moved into the sky: 0.04 hut; see
+# gradop.world.moves), then with classes moved onto other classes' emptied places, in every domain
+# and through the VAE (v4, train/render_moves.py). judge3/ and judge3b/ stay for the runs published with them.
+JUDGES = {1: _SHIPPED / "judge", 2: _SHIPPED / "judge2", 3: _SHIPPED / "judge4"}
 DEFAULT_JUDGE = JUDGES[DEFAULT_WORLD]
 PRESENCE_PIXELS = 12  # a class counts as present when the segmenter gives it at least this many pixels (of 64x64)
 

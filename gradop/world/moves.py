@@ -53,10 +53,27 @@ def move_region(source: np.ndarray, source_mask: np.ndarray, target: np.ndarray,
 
 
 def move_photo_class(source: tuple[dict, np.ndarray], target: tuple[dict, np.ndarray],
-                     size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+                     size: int = 64, emptied: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The judge's test case from two (scene, class mask) pairs of scenes_with: the source scene's
     photo, the target scene's photo with the source class's pixels moved onto the target class's
-    place, and the mask of the moved pixels (None: see move_region)."""
+    place, and the mask of the moved pixels (None: see move_region). With `emptied` (the target's
+    class), the target is rendered without that class's objects first (empty_place), so that no
+    hut is left around a sun moved onto it."""
     photo = render_photo(source[0], size)
-    moved = move_region(photo, source[1], render_photo(target[0], size), target[1])
+    target_scene = empty_place(target[0], emptied) if emptied else target[0]
+    moved = move_region(photo, source[1], render_photo(target_scene, size), target[1])
     return None if moved is None else (photo, *moved)
+
+
+# The scene entries that hold a class's objects, and what they become without them. Sky and the
+# ground are backgrounds: a class moved onto them has nothing to replace.
+_REMOVABLE = {"sun": {"sun": None}, "moon": {"moon": None}, "cloud": {"clouds": []}, "mountain": {"mountains": []},
+              "hill": {"hills": None}, "water": {"water": None, "boats": []}, "tree": {"trees": [], "forest": False},
+              "house": {"houses": []}, "boat": {"boats": []}, "rock": {"rocks": []}}
+
+
+def empty_place(scene: dict, cls: str) -> dict:
+    """A copy of `scene` without the objects of class `cls` (unchanged for sky and the ground).
+    The moved-class check pastes a class onto another's place; a region word asks for the one
+    class there, not for it on top of the other, so the place is emptied first."""
+    return {**scene, **_REMOVABLE.get(cls, {})}

@@ -6,7 +6,7 @@ of (class id, coverage mask, extra) that the photo, strokes and mask renderers a
 so the three views of a scene always agree.
 
 World versions: world 3 (the default, DEFAULT_WORLD) is the world the shipped demo model (v3)
-and its judges (judge3, judge3b) were trained on and the published benchmarks measure. World 1 is the
+and its judges (judge3, judge3b, judge4) were trained on and the published benchmarks measure. World 1 is the
 original world (model v1, judge v1; `sample_scene(seed, world=1)` gives exactly its scenes). World 2
 (`sample_scene(seed, world=2)`) adds boats, rocks, close-ups and a bigger sun, moon, mountains,
 trees and houses. World 3 is world 2 (the same scene for the same seed) plus a per-scene palette:
