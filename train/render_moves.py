@@ -53,12 +53,15 @@ def _example(k: int, world: int, scenes: int, emptied: float, seed: int):
         if not places:
             continue
         place = int(rng.choice(places))
-        if rng.random() < emptied:
+        empty = rng.random() < emptied
+        place_mask = target_labels == place
+        if empty:  # what lies under the removed objects is labelled by the emptied scene
             target = empty_place(target, CLASSES[place])
-        moved = move_region(render(source, domain), source_labels == cls, render(target, domain), target_labels == place)
+            target_labels = render_masks(target)
+        moved = move_region(render(source, domain), source_labels == cls, render(target, domain), place_mask)
         if moved is None:
             continue
-        labels = render_masks(target)
+        labels = target_labels.copy()
         labels[moved[1]] = cls
         return (moved[0] * 255 + 0.5).astype(np.uint8), labels.astype(np.uint8), domain
 
@@ -68,6 +71,7 @@ def main() -> None:
     from diffusers import AutoencoderKL
 
     from gradop.world import DEFAULT_WORLD, WORLDS
+    from train.common import to_tensor
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--world", type=int, choices=WORLDS, default=DEFAULT_WORLD)
@@ -90,8 +94,7 @@ def main() -> None:
     recon = []
     with torch.no_grad():
         for batch in np.array_split(images, max(1, len(images) // 64)):
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1
-            y = vae.decode(vae.encode(x).latent_dist.mode()).sample
+            y = vae(to_tensor(batch)).sample  # encode to the posterior's mode, decode
             recon.append(((y.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(0, 2, 3, 1).numpy())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, images=images, recon=np.concatenate(recon), labels=np.stack(labels), domains=np.array(domains))
