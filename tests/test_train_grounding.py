@@ -134,8 +134,9 @@ def test_training_on_the_loss_moves_a_words_attention_onto_its_class():
 
 
 def test_train_unet_trains_under_region_control_end_to_end(tmp_path):
-    """train/train_unet.py with --train-bias, --ground and --paste on a few rendered world-3 scenes:
-    it runs, logs the grounding loss, and writes a pipeline gradop loads and samples from."""
+    """train/train_unet.py with --train-bias, --ground, --paste and --moves on a few rendered world-3
+    scenes and moved-class examples: it runs, logs the grounding loss, and writes a pipeline gradop
+    loads and samples from."""
     import json
     import subprocess
 
@@ -152,11 +153,14 @@ def test_train_unet_trains_under_region_control_end_to_end(tmp_path):
     run("render_dataset.py", "--world", 3, "--start", 0, "--count", 6, "--workers", 1, "--out", data)
     for key in ("photos", "paintings", "crayons"):
         run("encode_latents.py", "--data", data, "--vae", vae, "--key", key, "--out", tmp_path / f"latents_{key}.pt")
+    moves = tmp_path / "moves.npz"
+    run("render_moves.py", "--count", 5, "--scenes", 6, "--workers", 1, "--vae", vae, "--out", moves)
     run("train_unet.py", "--data", data, "--vae", vae, "--out", tmp_path / "demo", "--steps", 25, "--batch", 4,
         "--channels", "16,32,32", "--heads", 2, "--text-width", 32, "--text-layers", 1, "--cross-everywhere",
         "--threads", 1, "--domains", "photos:0.4,paintings:0.3,crayons:0.3", "--latents-dir", tmp_path,
-        "--paste", 0.5, "--train-bias", 0.5, "--ground", 0.1)
+        "--paste", 0.5, "--train-bias", 0.5, "--ground", 0.1, "--moves", moves, "--moves-share", 0.5)
     rows = [json.loads(line) for line in (tmp_path / "logs" / "demo_unet_log.jsonl").read_text().splitlines()]
+    assert next(r for r in rows if r.get("phase") == "moves_encoded")["n"] == 5
     logged = next(r for r in rows if r.get("step") == 25 and "loss" in r)
     assert 0 < logged["ground"] <= 1 and 0 < logged["loss"] < 2
     pipe = GradopPipeline.from_pretrained(str(tmp_path / "demo"))

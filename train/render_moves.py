@@ -36,6 +36,21 @@ def _classes(scene: dict, labels: np.ndarray) -> list[int]:
     return [CLASS_ID[c] for c in sorted(scene_classes(scene)) if (labels == CLASS_ID[c]).sum() >= MIN_PIXELS]
 
 
+SKY_PHRASES = {"day": "a blue sky", "sunset": "a sunset sky", "night": "a night sky"}
+
+
+def moved_caption(target: dict, source: dict, cls: str, domain: str, rng) -> str:
+    """The target scene's caption in the domain, with the moved class named when it is not yet
+    (the phrase the source scene's caption would use), so that a region word can ask for it."""
+    from gradop.world.captions import caption, caption_classes, phrases
+
+    text = caption(target, domain=domain)
+    if cls in caption_classes(text):
+        return text
+    phrase = SKY_PHRASES[source["sky"]] if cls == "sky" else phrases(source, rng)[cls]
+    return f"{text} with {phrase}"
+
+
 def _example(k: int, world: int, scenes: int, emptied: float, seed: int):
     from gradop.world import render, sample_scene
     from gradop.world.moves import empty_place, move_region
@@ -63,7 +78,9 @@ def _example(k: int, world: int, scenes: int, emptied: float, seed: int):
             continue
         labels = target_labels.copy()
         labels[moved[1]] = cls
-        return (moved[0] * 255 + 0.5).astype(np.uint8), labels.astype(np.uint8), domain
+        # its own generator, so that the images do not depend on whether captions are made
+        text = moved_caption(target, source, CLASSES[cls], domain, np.random.default_rng([seed, k, 1]))
+        return (moved[0] * 255 + 0.5).astype(np.uint8), labels.astype(np.uint8), domain, text
 
 
 def main() -> None:
@@ -86,7 +103,7 @@ def main() -> None:
     t0 = time.time()
     make = functools.partial(_example, world=args.world, scenes=args.scenes, emptied=args.emptied, seed=args.seed)
     with mp.get_context("fork").Pool(args.workers) as pool:
-        images, labels, domains = zip(*pool.map(make, range(args.count), chunksize=64))
+        images, labels, domains, captions = zip(*pool.map(make, range(args.count), chunksize=64))
     images = np.stack(images)
     print(f"rendered {args.count} moved examples in {time.time() - t0:.0f} s", flush=True)
     torch.set_num_threads(args.workers)
@@ -97,7 +114,8 @@ def main() -> None:
             y = vae(to_tensor(batch)).sample  # encode to the posterior's mode, decode
             recon.append(((y.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(0, 2, 3, 1).numpy())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, images=images, recon=np.concatenate(recon), labels=np.stack(labels), domains=np.array(domains))
+    np.savez(args.out, images=images, recon=np.concatenate(recon), labels=np.stack(labels), domains=np.array(domains),
+             captions=np.array(captions))
     print(f"{args.count} examples (and their VAE round trips) in {time.time() - t0:.0f} s -> {args.out}")
 
 

@@ -14,6 +14,10 @@ words ask for a class elsewhere. --train-bias P denoises a share P of the sample
 control (each class word of the caption biased towards its class's pixels, as inference biases a
 region's word; train.grounding), which is what makes the words act (model v3c); --ground W adds
 a cross-attention grounding loss instead (tried, did not help; the model card, "Session 16").
+--moves F --moves-share P draws a share P of each batch from train/render_moves.py's examples (a
+class rendered onto another class's place, often emptied first, with a caption naming it): unlike
+--paste's latent cut-outs, these are rendered and then encoded, as a real image with a class out of
+its usual place would be.
 
 Epsilon prediction on the SD noise schedule (scaled_linear 0.00085..0.012, 1000 steps),
 min-SNR-5 loss weighting, 10% empty captions (for classifier-free guidance), AdamW with warm-up
@@ -102,10 +106,13 @@ def main() -> None:
                     help="v2: share of samples denoised under region control (train.grounding): each class word "
                          "biased towards its class's pixels at a random w' in [0, --train-bias-max]")
     ap.add_argument("--train-bias-max", type=float, default=2.0)
+    ap.add_argument("--moves", default="", help="v2: examples with a class moved onto another class's place, with "
+                    "captions naming it (train/render_moves.py)")
+    ap.add_argument("--moves-share", type=float, default=0.0, help="share of each batch drawn from --moves")
     args = ap.parse_args()
     controlled = args.ground or args.train_bias
-    if (args.photo_caption_noise or args.paste or controlled) and not args.domains:
-        ap.error("--photo-caption-noise, --paste, --ground and --train-bias need the v2 domains: pass --domains and "
+    if (args.photo_caption_noise or args.paste or controlled or args.moves) and not args.domains:
+        ap.error("--photo-caption-noise, --paste, --ground, --train-bias and --moves need the v2 domains: pass --domains and "
                  "--latents-dir")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -153,6 +160,14 @@ def main() -> None:
     log(phase="encoded", n=len(mean), seconds=round(time.time() - t0, 1), latent_std=float(mean.std() * latent_scale))
 
     tokenizer = demo_tokenizer()
+    if args.moves:  # encoded once, like the scenes; their labels at latent resolution (nearest)
+        moved = load_cache(args.moves)
+        moves_mean, moves_std = encode_all(vae, moved["images"])
+        step_px = moved["labels"].shape[-1] // moves_mean.shape[-1]
+        moves_labels = torch.from_numpy(moved["labels"][:, step_px // 2 :: step_px, step_px // 2 :: step_px]).long()
+        moves_ids = tokenizer([str(c) for c in moved["captions"]], padding="max_length", max_length=MAX_TOKENS,
+                              truncation=True, return_tensors="pt").input_ids
+        log(phase="moves_encoded", n=len(moves_mean), seconds=round(time.time() - t0, 1))
     ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
     if args.flip:
         ids = torch.cat([ids, ids])
@@ -201,7 +216,7 @@ def main() -> None:
             dom = rng.choice(len(weights), args.batch, p=weights / weights.sum())
             idx = torch.from_numpy(starts[dom] + rng.integers(0, sizes[dom]))
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * latent_scale
-        if args.paste or controlled:  # the scene's class map at latent resolution (nearest)
+        if args.paste or controlled or args.moves:  # the scene's class map at latent resolution (nearest)
             scene = (idx - torch.from_numpy(starts[dom])).numpy()
             step_px = data["masks"].shape[-1] // z0.shape[-1]
             labels = torch.from_numpy(data["masks"][scene][:, step_px // 2 :: step_px, step_px // 2 :: step_px]).long()
@@ -209,6 +224,11 @@ def main() -> None:
             named = [set(np.nonzero(data["flags"][k])[0].tolist()) for k in scene]
             z0, labels = paste_regions(z0, labels, dom.tolist(), args.paste, rng, named)
         tok = ids[idx].clone()
+        if args.moves:  # a share of the batch: a class where the world never puts it, named in the caption
+            swap = torch.from_numpy(np.nonzero(rng.random(args.batch) < args.moves_share)[0])
+            k = torch.from_numpy(rng.integers(0, len(moves_mean), len(swap)))
+            z0[swap] = (moves_mean[k] + moves_std[k] * torch.randn(moves_mean[k].shape, generator=gen)) * latent_scale
+            labels[swap], tok[swap] = moves_labels[k], moves_ids[k]
         if args.photo_caption_noise:  # the scene is the sample's row within its domain's block
             noisy = painted[torch.from_numpy(dom)] & (torch.rand(args.batch, generator=gen) < args.photo_caption_noise)
             tok[noisy] = photo_ids[(idx - torch.from_numpy(starts[dom]))[noisy]]
