@@ -53,6 +53,12 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)  # one launch per group on CUDA
 
 
+def latent_labels(masks: np.ndarray, side: int) -> torch.Tensor:
+    """(N, H, W) class maps -> (N, side, side) long, the pixel at each latent cell's centre."""
+    step = masks.shape[-1] // side
+    return torch.from_numpy(masks[:, step // 2 :: step, step // 2 :: step]).long()
+
+
 def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
     from diffusers import StableDiffusionPipeline
 
@@ -163,8 +169,7 @@ def main() -> None:
     if args.moves:  # encoded once, like the scenes; their labels at latent resolution (nearest)
         moved = load_cache(args.moves)
         moves_mean, moves_std = encode_all(vae, moved["images"])
-        step_px = moved["labels"].shape[-1] // moves_mean.shape[-1]
-        moves_labels = torch.from_numpy(moved["labels"][:, step_px // 2 :: step_px, step_px // 2 :: step_px]).long()
+        moves_labels = latent_labels(moved["labels"], moves_mean.shape[-1])
         moves_ids = tokenizer([str(c) for c in moved["captions"]], padding="max_length", max_length=MAX_TOKENS,
                               truncation=True, return_tensors="pt").input_ids
         log(phase="moves_encoded", n=len(moves_mean), seconds=round(time.time() - t0, 1))
@@ -218,8 +223,7 @@ def main() -> None:
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * latent_scale
         if args.paste or controlled or args.moves:  # the scene's class map at latent resolution (nearest)
             scene = (idx - torch.from_numpy(starts[dom])).numpy()
-            step_px = data["masks"].shape[-1] // z0.shape[-1]
-            labels = torch.from_numpy(data["masks"][scene][:, step_px // 2 :: step_px, step_px // 2 :: step_px]).long()
+            labels = latent_labels(data["masks"][scene], z0.shape[-1])
         if args.paste:  # pasted classes are ones the sample's caption names
             named = [set(np.nonzero(data["flags"][k])[0].tolist()) for k in scene]
             z0, labels = paste_regions(z0, labels, dom.tolist(), args.paste, rng, named)
