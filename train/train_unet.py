@@ -228,14 +228,15 @@ def main() -> None:
             named = [set(np.nonzero(data["flags"][k])[0].tolist()) for k in scene]
             z0, labels = paste_regions(z0, labels, dom.tolist(), args.paste, rng, named)
         tok = ids[idx].clone()
+        if args.photo_caption_noise:  # the scene is the sample's row within its domain's block
+            noisy = painted[torch.from_numpy(dom)] & (torch.rand(args.batch, generator=gen) < args.photo_caption_noise)
+            tok[noisy] = photo_ids[(idx - torch.from_numpy(starts[dom]))[noisy]]
         if args.moves:  # a share of the batch: a class where the world never puts it, named in the caption
+            # (after the photo-caption noise, which would give it the replaced scene's caption)
             swap = torch.from_numpy(np.nonzero(rng.random(args.batch) < args.moves_share)[0])
             k = torch.from_numpy(rng.integers(0, len(moves_mean), len(swap)))
             z0[swap] = (moves_mean[k] + moves_std[k] * torch.randn(moves_mean[k].shape, generator=gen)) * latent_scale
             labels[swap], tok[swap] = moves_labels[k], moves_ids[k]
-        if args.photo_caption_noise:  # the scene is the sample's row within its domain's block
-            noisy = painted[torch.from_numpy(dom)] & (torch.rand(args.batch, generator=gen) < args.photo_caption_noise)
-            tok[noisy] = photo_ids[(idx - torch.from_numpy(starts[dom]))[noisy]]
         drop = torch.rand(args.batch, generator=gen) < args.drop
         tok[drop] = empty
         t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=gen)
